@@ -1,0 +1,104 @@
+"""Widgets and helpers shared by the node families."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+
+from ..adaattn_model.attention import ATTENTION_KINDS, DEFAULT_BUDGET_BYTES, AttentionSpec
+from ..adaattn_model.model import Family
+from ..adaattn_model.sampling import DEFAULT_SEED, SAMPLING_MODES, Sampling
+from . import host
+from .bundles import MODEL_TYPE
+
+log = logging.getLogger("adaattn")
+
+MODEL_INPUT = (MODEL_TYPE, {"tooltip": "The AdaAttN model (encoder + family model) from Load AdaAttN Model."})
+ATTENTION_INPUT = (
+    ["auto", *ATTENTION_KINDS],
+    {
+        "default": "auto",
+        "tooltip": "auto: the model's own (softmax for the image model, cosine for the video model, "
+        "cosine_softmax for lite). softmax: dot-product softmax. cosine: the video model's normalised "
+        "1+cos weights (steadier across frames). cosine_softmax: softmax of cosine / temperature.",
+    },
+)
+TEMPERATURE_INPUT = (
+    "FLOAT",
+    {
+        "default": 0.0, "min": 0.0, "max": 10.0, "step": 0.005,
+        "tooltip": "Divides the softmax logits; 0 = the variant's default (1 for softmax, 0.03 for "
+        "cosine_softmax). Lower = more local, patch-like matching; higher = closer to AdaIN.",
+    },
+)  # fmt: skip
+SAMPLING_INPUT = (
+    list(SAMPLING_MODES),
+    {"default": "exact", "tooltip": "exact: every style position. official: the authors' random subset "
+     "(4096 at relu3_1, 65536 deeper), reproducible with the seed."},
+)  # fmt: skip
+SEED_INPUT = (
+    "INT",
+    {"default": DEFAULT_SEED, "min": 0, "max": 2**53 - 1,
+     "tooltip": "Seed of official sampling (the authors used 6666). No effect in exact mode."},
+)  # fmt: skip
+STRENGTH_INPUT = (
+    "FLOAT",
+    {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+     "tooltip": "How much of the stylised feature replaces the incoming one (alpha)."},
+)  # fmt: skip
+STYLE_MAX_SIDE_INPUT = (
+    "INT",
+    {"default": 512, "min": 0, "max": 8192, "step": 16,
+     "tooltip": "Shrink the style so its longer side is at most this (0 = keep). It sets the "
+     "scale of the brush strokes; the authors' models saw 512."},
+)  # fmt: skip
+
+
+def attention_spec(family: Family, name: str, temperature: float) -> AttentionSpec:
+    base = family.attention
+    kind = base.kind if name == "auto" else name
+    if temperature > 0:
+        return AttentionSpec(kind, temperature)
+    default = base.temperature if kind == base.kind else {"cosine_softmax": 0.03}.get(kind, 1.0)
+    return AttentionSpec(kind, default)
+
+
+def make_sampling(mode: str, seed: int) -> Sampling:
+    return Sampling(mode, int(seed))
+
+
+def attention_budget(device: torch.device) -> int:
+    """Bytes for one attention workspace: a quarter of free GPU memory (up to 4 GiB), else 256 MiB."""
+    if device.type == "cuda":
+        return int(min(4 * 2**30, max(DEFAULT_BUDGET_BYTES, host.free_memory(device) // 4)))
+    return DEFAULT_BUDGET_BYTES
+
+
+def activation_bytes(height: int, width: int, batch: int = 1) -> int:
+    """Rough peak of encoder/decoder activations: a few 64-channel float32 maps at full size."""
+    return 6 * 64 * 4 * height * width * batch
+
+
+def run_in_chunks(total: int, chunk: int, step: Callable[[int, int], None]) -> None:
+    """Call ``step(start, stop)`` over ``range(total)`` in chunks, with progress and interrupts.
+
+    On out-of-memory the chunk size is halved and the chunk retried (down to 1 item).
+    """
+    bar = host.progress(total)
+    start, chunk = 0, max(1, chunk)
+    while start < total:
+        host.check_interrupt()
+        stop = min(total, start + chunk)
+        try:
+            step(start, stop)
+        except Exception as error:  # an interrupt is a BaseException and passes through
+            if not host.is_oom(error) or chunk == 1:
+                raise
+            host.empty_cache()
+            chunk //= 2
+            log.warning("AdaAttN: out of memory, retrying with %d item(s) per chunk", chunk)
+            continue
+        bar.update_absolute(stop, total)
+        start = stop

@@ -1,0 +1,93 @@
+"""Everything the node pack takes from ComfyUI, in one module (tests replace it with stubs).
+
+Device placement goes through ComfyUI's model patcher and memory manager; progress,
+interrupts and out-of-memory detection through ComfyUI's own helpers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.utils
+import folder_paths
+import torch
+
+MODEL_FOLDER = "adaattn"
+EXTENSIONS = {".safetensors"}
+PACK_MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def register_model_folder() -> None:
+    """Register ``models/adaattn`` (plus the pack's own ``models/`` and ``$ADAATTN_MODELS``).
+
+    Only ``.safetensors`` files are listed. A folder of that name added by the user's
+    extra_model_paths.yaml is kept and extended, not replaced.
+    """
+    wanted = [os.path.join(folder_paths.models_dir, MODEL_FOLDER), str(PACK_MODELS)]
+    if os.environ.get("ADAATTN_MODELS"):
+        wanted.append(str(Path(os.environ["ADAATTN_MODELS"]).expanduser()))
+    if MODEL_FOLDER in folder_paths.folder_names_and_paths:
+        paths, _ = folder_paths.folder_names_and_paths[MODEL_FOLDER]
+        paths = list(paths) + [p for p in wanted if p not in paths]
+    else:
+        paths = wanted
+    folder_paths.folder_names_and_paths[MODEL_FOLDER] = (paths, set(EXTENSIONS))
+
+
+def model_folders() -> list[str]:
+    return folder_paths.get_folder_paths(MODEL_FOLDER)
+
+
+def model_files() -> list[str]:
+    return folder_paths.get_filename_list(MODEL_FOLDER)
+
+
+def model_file_path(name: str) -> str | None:
+    return folder_paths.get_full_path(MODEL_FOLDER, name)
+
+
+def compute_device() -> torch.device:
+    return mm.get_torch_device()
+
+
+def wrap(module: torch.nn.Module):
+    """A model patcher, so ComfyUI's memory manager places and evicts ``module``."""
+    return comfy.model_patcher.CoreModelPatcher(
+        module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
+    )
+
+
+def load(patcher, memory_required: int = 0) -> torch.device:
+    """Put the patched model on its compute device (evicting others as needed)."""
+    mm.load_models_gpu([patcher], memory_required=memory_required, force_full_load=True)
+    return patcher.load_device
+
+
+def free_memory(device: torch.device) -> int:
+    return int(mm.get_free_memory(device))
+
+
+def intermediate() -> tuple[torch.device, torch.dtype]:
+    """Where IMAGE tensors live between nodes."""
+    return mm.intermediate_device(), mm.intermediate_dtype()
+
+
+def progress(total: int):
+    return comfy.utils.ProgressBar(total)
+
+
+def check_interrupt() -> None:
+    mm.throw_exception_if_processing_interrupted()
+
+
+def is_oom(error: BaseException) -> bool:
+    if hasattr(mm, "is_oom"):
+        return bool(mm.is_oom(error))
+    return isinstance(error, mm.OOM_EXCEPTION)
+
+
+def empty_cache() -> None:
+    mm.soft_empty_cache()
