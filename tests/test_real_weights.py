@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import EXAMPLES
+from conftest import INPUTS
 
 from adaattn_model.images import load_image, resize_max_side
 from adaattn_model.metrics import content_loss, ssim, style_loss
@@ -20,7 +20,7 @@ PAIRS = [
 
 
 def load(name, side):
-    return resize_max_side(load_image(EXAMPLES / name)[0], side)
+    return resize_max_side(load_image(INPUTS / name)[0], side)
 
 
 @pytest.fixture(scope="module")
