@@ -130,31 +130,17 @@ def _style_bank(
     return make_bank(keys, values, spec, column)
 
 
-def adaattn_layer(
-    layer: str,
-    content: EncodedImage,
-    sources: Sequence[StyleSource],
-    *,
-    projections: AttentionProjections | None,
-    spec: AttentionSpec,
-    sampling: Sampling,
-    max_sample: int,
-    blend: str = "mix",
-    strength: float = 1.0,
-    region: Tensor | None = None,
-    incoming: Tensor | None = None,
-    budget_bytes: int = DEFAULT_BUDGET_BYTES,
-) -> Tensor:
-    """AdaAttN at ``layer`` for every content in the batch; returns [N,C,h,w].
+@dataclass(frozen=True)
+class LayerStatistics:
+    """Attended style statistics at one layer, float32: ``mean`` and ``std`` [N,C,h,w], and
+    ``coverage`` [N,1,h,w] (1 where some style applies; below 1 where regions leave gaps)."""
 
-    Each style source has batch 1 (shared by all contents) or N (paired). The result is
-    ``incoming + strength * region * coverage * (stylised - incoming)``, where
-    ``incoming`` defaults to the raw content feature, ``region`` [1|N,H,W] is an optional
-    content mask, and coverage is 1 except where region-limited sources cover nothing.
-    ``blend``: ``mix`` mixes each source's attention distribution by weight (so the
-    moments mix linearly); ``match`` is one attention over all sources' positions with
-    log-weight biases, so each content position picks the style that fits it.
-    """
+    mean: Tensor
+    std: Tensor
+    coverage: Tensor
+
+
+def _check_sources(layer: str, content: EncodedImage, sources: Sequence[StyleSource], blend: str) -> None:
     if blend not in BLEND_MODES:
         raise ValueError(f"unknown blend mode {blend!r}; expected one of {', '.join(BLEND_MODES)}")
     if not sources:
@@ -174,15 +160,38 @@ def adaattn_layer(
             raise ValueError(f"style {k + 1} has a negative or NaN weight ({source.weight})")
         _check_map(source.region, content.size, batch, f"region map of style {k + 1}")
         _check_map(source.mask, source.style.size, source.style.batch, f"style mask of style {k + 1}")
-    _check_map(region, content.size, batch, "content mask")
     if sum(s.weight for s in sources) <= 0:
         raise ValueError("the style weights add up to zero")
 
+
+def attention_statistics(
+    layer: str,
+    content: EncodedImage,
+    sources: Sequence[StyleSource],
+    *,
+    projections: AttentionProjections | None,
+    spec: AttentionSpec,
+    sampling: Sampling,
+    max_sample: int,
+    blend: str = "mix",
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+) -> LayerStatistics:
+    """The attention-weighted style mean and std at ``layer`` for every content in the batch.
+
+    Each style source has batch 1 (shared by all contents) or N (paired). ``blend``:
+    ``mix`` mixes each source's attention distribution by weight (so the moments mix
+    linearly); ``match`` is one attention over all sources' positions with log-weight
+    biases, so each content position picks the style that fits it.
+    """
+    _check_sources(layer, content, sources, blend)
     feat = content.features[layer]
+    batch, channels = feat.shape[:2]
     size = tuple(feat.shape[-2:])
     shared = {k: _style_bank(s, 0, layer, projections, spec, sampling, max_sample)
               for k, s in enumerate(sources) if s.style.batch == 1}  # fmt: skip
-    out = torch.empty_like(feat)
+    mean = torch.empty(batch, channels, *size, device=feat.device)
+    std = torch.empty_like(mean)
+    coverage = torch.empty(batch, 1, *size, device=feat.device)
     for b in range(batch):
         banks = [
             shared[k] if k in shared else _style_bank(s, b, layer, projections, spec, sampling, max_sample)
@@ -190,7 +199,7 @@ def adaattn_layer(
         ]
         keys = flatten_positions(content.keys[layer][b : b + 1])
         query = prepare_query(projections.query(keys) if projections is not None else keys, spec)
-        weights, coverage = _source_weights(sources, b, content.pads, size, query.device)
+        weights, cover = _source_weights(sources, b, content.pads, size, query.device)
         if len(banks) == 1:  # one source: its weight and region only set the coverage
             moments = attended_moments(query, banks, spec, budget_bytes=budget_bytes)
         elif blend == "match":
@@ -202,19 +211,78 @@ def adaattn_layer(
                 if bool((w > 0).any()):
                     share = (w / total.clamp_min(1e-12))[:, None]
                     moments = moments + share * attended_moments(query, [bank], spec, budget_bytes=budget_bytes)
-        mean, std = moments_to_mean_std(moments)
-        fc = feat[b : b + 1]
-        normalized = flatten_positions(mean_variance_norm(fc.float()))
-        stylised = (std * normalized + mean).t().reshape(1, -1, *size)
-        base = (incoming[b : b + 1] if incoming is not None else fc).float()
-        amount = coverage * strength
-        if region is not None:
-            amount = amount * map_to_layer(region[min(b, region.shape[0] - 1)][None], content.pads, size)[0].to(amount.device)
-        if bool((amount == 1).all()):
-            out[b : b + 1] = stylised
-        else:
-            out[b : b + 1] = base + amount.view(1, 1, *size) * (stylised - base)
-    return out
+        m, sd = moments_to_mean_std(moments)
+        mean[b] = m.t().reshape(channels, *size)
+        std[b] = sd.t().reshape(channels, *size)
+        coverage[b] = cover.view(1, *size)
+    return LayerStatistics(mean, std, coverage)
+
+
+def apply_statistics(
+    feature: Tensor,
+    stats: LayerStatistics,
+    *,
+    strength: float = 1.0,
+    region: Tensor | None = None,
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0),
+    incoming: Tensor | None = None,
+    normalization: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    """``std * mvn(feature) + mean``, blended into ``incoming`` by strength, region and coverage.
+
+    ``feature`` [N,C,h,w] is the raw content feature; ``incoming`` (default: ``feature``)
+    what the result replaces; ``region`` [1|N,H,W] a content mask at the padded image's
+    pre-padding size (``pads`` as in :class:`EncodedImage`). ``normalization`` (mean, std)
+    [N,C,1,1] replaces the per-image statistics of ``mvn``. Returns ``feature``'s dtype.
+    """
+    f = feature.float()
+    if normalization is None:
+        normalized = mean_variance_norm(f)
+    else:
+        normalized = (f - normalization[0]) / normalization[1]
+    stylised = stats.std * normalized + stats.mean
+    amount = stats.coverage * strength
+    if region is not None:
+        size = tuple(feature.shape[-2:])
+        maps = torch.stack([map_to_layer(region[min(b, region.shape[0] - 1)][None], pads, size)[0]
+                            for b in range(feature.shape[0])])  # fmt: skip
+        amount = amount * maps.view(-1, 1, *size).to(amount.device)
+    if bool((amount == 1).all()):
+        return stylised.to(feature.dtype)
+    base = (incoming if incoming is not None else feature).float()
+    return (base + amount * (stylised - base)).to(feature.dtype)
+
+
+def adaattn_layer(
+    layer: str,
+    content: EncodedImage,
+    sources: Sequence[StyleSource],
+    *,
+    projections: AttentionProjections | None,
+    spec: AttentionSpec,
+    sampling: Sampling,
+    max_sample: int,
+    blend: str = "mix",
+    strength: float = 1.0,
+    region: Tensor | None = None,
+    incoming: Tensor | None = None,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+) -> Tensor:
+    """AdaAttN at ``layer`` for every content in the batch; returns [N,C,h,w].
+
+    The result is ``incoming + strength * region * coverage * (stylised - incoming)``,
+    where ``incoming`` defaults to the raw content feature, ``region`` [1|N,H,W] is an
+    optional content mask, and coverage is 1 except where region-limited sources cover
+    nothing. See :func:`attention_statistics` for the sources and ``blend``.
+    """
+    _check_map(region, content.size, content.batch, "content mask")
+    stats = attention_statistics(
+        layer, content, sources, projections=projections, spec=spec, sampling=sampling, max_sample=max_sample,
+        blend=blend, budget_bytes=budget_bytes,
+    )  # fmt: skip
+    return apply_statistics(
+        content.features[layer], stats, strength=strength, region=region, pads=content.pads, incoming=incoming
+    )
 
 
 def _source_weights(
