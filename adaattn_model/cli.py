@@ -1,4 +1,4 @@
-"""``python -m adaattn_model``: fetch, convert, info, stylize.
+"""``python -m adaattn_model``: fetch, convert, info, stylize, eval.
 
 Every failure is one line on stderr and a non-zero exit code; outputs are written
 atomically, so a failed or interrupted run leaves no partial file behind.
@@ -81,6 +81,19 @@ def _add_stylize(sub) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="quality metrics of stylised images or frames: a table and a JSON file")
+    p.add_argument("--results", type=Path, required=True, metavar="DIR", help="the stylised images or frames")
+    p.add_argument("--content", type=Path, metavar="DIR", help="images mode: the content images")
+    p.add_argument("--style", type=Path, metavar="PATH",
+                   help="images mode: the style images (a folder); frames mode: the style image (optional)")
+    p.add_argument("--frames", type=Path, metavar="DIR", help="frames mode: the input frames")
+    p.add_argument("--long-range", type=int, default=5, metavar="K", help="gap of the long-range warping error")
+    p.add_argument("--style-max-side", type=int, default=512, help="style size for the style loss (as stylize)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="where to write the JSON (default: RESULTS/metrics.json)")
+    p.add_argument("--models", type=Path, metavar="DIR", help="folder with the VGG encoder (default: fetch folder)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m adaattn_model", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"adaattn_model {__version__}")
@@ -89,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(sub)
     _add_info(sub)
     _add_stylize(sub)
+    _add_eval(sub)
     return parser
 
 
@@ -135,6 +149,34 @@ def run_info(args) -> int:
     return 0
 
 
+def run_eval(args) -> int:
+    from .evaluate import evaluate_frames, evaluate_images, print_table, write_json
+    from .fetch import default_models_dir
+    from .weights import ENCODER, WeightsError, load_encoder, scan_folder
+
+    if args.frames is None and (args.content is None or args.style is None):
+        raise ValueError("give --content and --style (images mode) or --frames (frames mode)")
+    if args.long_range < 1:
+        raise ValueError("--long-range must be >= 1")
+    folder = args.models or default_models_dir()
+    encoders = scan_folder(folder).get(ENCODER) if folder.is_dir() else None
+    if not encoders:
+        raise WeightsError(f"{folder}: no VGG encoder weights; run 'python -m adaattn_model fetch'")
+    encoder = load_encoder(encoders[0])
+    import torch
+
+    with torch.inference_mode():
+        if args.frames is not None:
+            report = evaluate_frames(encoder, args.frames, args.results, args.style, args.long_range, args.style_max_side)
+        else:
+            report = evaluate_images(encoder, args.content, args.style, args.results, args.style_max_side)
+    print_table(report)
+    target = args.json or args.results / "metrics.json"
+    write_json(report, target)
+    print(f"wrote {target}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -142,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .images import ImageError
     from .weights import WeightsError
 
-    commands = {"fetch": run_fetch, "convert": run_convert, "info": run_info}
+    commands = {"fetch": run_fetch, "convert": run_convert, "info": run_info, "eval": run_eval}
     try:
         if args.command == "stylize":
             from .stylize_cli import run_stylize

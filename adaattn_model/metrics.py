@@ -6,15 +6,23 @@
   features of the result and of the content (the AdaAttN paper's content term).
 * :func:`style_loss` - sum over relu1_1 .. relu5_1 of the MSE between the channel means
   and between the channel stds of the result and of the style (AdaIN's style loss).
+* :func:`warping_error` - temporal stability: each stylised frame against the previous
+  one (or the one ``gap`` frames back) warped by the optical flow of the *input* frames,
+  occlusions masked by a forward-backward check (Lai et al. 2018, Ruder et al. 2016).
+* :func:`frame_difference_error` - flow-free flicker: how much the result changes from
+  frame to frame beyond how much the input does.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .color import rgb_to_ycbcr
+from .flow import consistent, optical_flow, warp
 from .functional import calc_mean_std, mean_variance_norm
 from .vgg import TAPS, VGGEncoder
 
@@ -85,3 +93,59 @@ def style_loss_from_stats(
 def style_loss(encoder: VGGEncoder, result: Tensor, style: Tensor) -> Tensor:
     """Per-image style loss [N] between results and a style [1|N,3,h,w]."""
     return style_loss_from_stats(style_statistics(encoder, result), style_statistics(encoder, style))
+
+
+# --- temporal stability -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FramePairs:
+    """Flows of the *input* frames from frame t back to frame t - gap, with validity masks.
+
+    Computed once per clip and gap, then used to score any stylisation of that clip.
+    """
+
+    gap: int
+    flows: tuple[Tensor, ...]  # [2,H,W] each, for t = gap .. T-1
+    masks: tuple[Tensor, ...]  # [1,H,W] each: 1 where the flow passed the forward-backward check
+
+
+def frame_pairs(frames: Tensor, gap: int = 1) -> FramePairs:
+    """Flows and occlusion masks between frames t and t - ``gap`` of ``frames`` [T,3,H,W]."""
+    if not 1 <= gap < frames.shape[0]:
+        raise ValueError(f"gap must be in [1, {frames.shape[0] - 1}] for {frames.shape[0]} frames, got {gap}")
+    flows, masks = [], []
+    for t in range(gap, frames.shape[0]):
+        back = optical_flow(frames[t], frames[t - gap])  # frame t -> frame t - gap
+        forward = optical_flow(frames[t - gap], frames[t])
+        flows.append(back)
+        masks.append(consistent(back[None], forward[None])[0])
+    return FramePairs(gap, tuple(flows), tuple(masks))
+
+
+def warping_error(outputs: Tensor, pairs: FramePairs) -> float:
+    """Mean over t of the masked MSE between output t and output t - gap warped onto it.
+
+    ``outputs`` [T,3,H,W] in [0,1] is a stylisation of the clip ``pairs`` was made from.
+    Occluded pixels (failing the forward-backward flow check) are left out.
+    """
+    errors = []
+    for i, (flow, mask) in enumerate(zip(pairs.flows, pairs.masks)):
+        t = i + pairs.gap
+        previous = warp(outputs[t - pairs.gap][None].float(), flow[None])[0]
+        diff = (outputs[t].float() - previous).pow(2).mean(0, keepdim=True)
+        errors.append(float((diff * mask).sum() / mask.sum().clamp_min(1.0)))
+    return sum(errors) / len(errors)
+
+
+def frame_difference_error(outputs: Tensor, inputs: Tensor) -> float:
+    """Flow-free flicker: mean |(O_t - O_{t-1}) - (I_t - I_{t-1})| over frames and pixels.
+
+    Zero when the result changes exactly as the input does (static scenes: when it does
+    not change at all); large when it flickers on its own.
+    """
+    if outputs.shape != inputs.shape or outputs.shape[0] < 2:
+        raise ValueError("frame difference needs outputs and inputs of the same shape, with 2 or more frames")
+    d_out = outputs[1:].float() - outputs[:-1].float()
+    d_in = inputs[1:].float() - inputs[:-1].float()
+    return float((d_out - d_in).abs().mean())

@@ -6,6 +6,7 @@ import torch
 
 from ..adaattn_model.adaattn import StyleSource
 from ..adaattn_model.color import COLOR_MODES, match_color, preserve_luminance
+from ..adaattn_model.frames import DEFAULT_STABILIZER, FrameState, Stabilizer, stylize_frames
 from ..adaattn_model.images import resize_max_side
 from ..adaattn_model.pipeline import StylizeOptions, decode_image, encode_content, encode_style, stylize_features
 from . import host
@@ -120,7 +121,8 @@ class AdaAttNStylize:
 class AdaAttNStylizeFrames:
     DESCRIPTION = (
         "Stylises a sequence of frames (an IMAGE batch, e.g. from Get Video Components) with one style. The "
-        "style is encoded once and frames run in chunks with progress per frame; the run can be cancelled."
+        "style is encoded once, frames run in chunks with progress per frame, and the run can be cancelled. "
+        "Temporal smoothing steadies areas that do not change between frames (no optical flow needed)."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE",)
@@ -133,7 +135,7 @@ class AdaAttNStylizeFrames:
         return {
             "required": {
                 "model": MODEL_INPUT,
-                "frames": ("IMAGE", {"tooltip": "The frames, as an IMAGE batch."}),
+                "frames": ("IMAGE", {"tooltip": "The frames, as an IMAGE batch, in order."}),
                 "style": ("IMAGE", {"tooltip": "The style image (the first image of a batch is used)."}),
                 "strength": STRENGTH_INPUT,
                 "style_max_side": STYLE_MAX_SIDE_INPUT,
@@ -141,26 +143,39 @@ class AdaAttNStylizeFrames:
                 "temperature": TEMPERATURE_INPUT,
                 "sampling": SAMPLING_INPUT,
                 "sample_seed": SEED_INPUT,
+                "temporal_smoothing": ("FLOAT", {"default": DEFAULT_STABILIZER.temporal_smoothing, "min": 0.0,
+                                       "max": 0.99, "step": 0.01, "tooltip": "How much each area keeps the "
+                                       "previous frame's style statistics where the content did not change "
+                                       "(0 = off). Steadies static areas; moving ones follow at once."}),  # fmt: skip
+                "change_threshold": ("FLOAT", {"default": DEFAULT_STABILIZER.change_threshold, "min": 0.01,
+                                     "max": 10.0, "step": 0.05, "tooltip": "How much an area may change and still "
+                                     "count as unchanged for temporal smoothing (higher = smoother, but slower "
+                                     "to follow changes and cuts)."}),  # fmt: skip
+                "shared_normalization": ("FLOAT", {"default": DEFAULT_STABILIZER.shared_normalization, "min": 0.0,
+                                         "max": 0.99, "step": 0.01, "tooltip": "Normalise each frame with content "
+                                         "statistics averaged over the frames so far (0 = per frame)."}),  # fmt: skip
                 "frames_per_chunk": ("INT", {"default": 4, "min": 1, "max": 256, "tooltip": "Frames processed "
                                      "together; halved automatically when the GPU runs out of memory."}),  # fmt: skip
             }
         }
 
     def stylize(self, model: LoadedModel, frames, style, strength, style_max_side, attention, temperature, sampling,
-                sample_seed, frames_per_chunk):  # fmt: skip
+                sample_seed, temporal_smoothing, change_threshold, shared_normalization, frames_per_chunk):  # fmt: skip
         clip = image_to_rgb(frames, "frames")
         style_rgb = resize_max_side(image_to_rgb(style, "style")[:1], style_max_side)
+        stabilizer = Stabilizer(temporal_smoothing, change_threshold, shared_normalization)
         device = host.load(model.patcher, activation_bytes(*clip.shape[-2:], batch=frames_per_chunk))
         where, dtype = host.intermediate()
         options = options_for(model, device, attention, temperature, sampling, sample_seed, strength)
-        layers = model.family.layers
-        source = StyleSource(encode_style(model.stylizer.encoder, style_rgb.to(device), layers))
-        outputs = []
+        source = StyleSource(encode_style(model.stylizer.encoder, style_rgb.to(device), model.family.layers))
+        outputs, state = [], [FrameState()]
 
         def step(start: int, stop: int) -> None:
-            encoded = encode_content(model.stylizer.encoder, clip[start:stop].to(device), layers)
-            feats = stylize_features(model.model, encoded, [source], options)
-            outputs.append(rgb_to_image(decode_image(model.model, feats, encoded), where, dtype))
+            trial = state[0].copy()  # an out-of-memory retry must not see a half-advanced state
+            chunk = stylize_frames(model.model, model.stylizer.encoder, clip[start:stop].to(device), [source], options,
+                                   stabilizer, chunk=stop - start, state=trial)  # fmt: skip
+            outputs.extend(rgb_to_image(out, where, dtype) for out in chunk)
+            state[0] = trial
 
         run_in_chunks(clip.shape[0], frames_per_chunk, step)
         return (torch.cat(outputs),)

@@ -42,13 +42,18 @@ NOTES = {
     "recoloured to the content first (match). Bottom: full strength, then **Color Transfer** keeps the "
     "content's colours (luminance).",
     "adaattn_video": "## AdaAttN: video frames\nLoad Video, split into frames, **Stylize Frames** "
-    "(style encoded once, frames in chunks), then Create Video and Save Video.",
+    "(style encoded once, frames in chunks, temporal smoothing against flicker), then Create Video and Save "
+    "Video. **Metrics** measures stability and style; the warping errors need OpenCV in ComfyUI's Python "
+    "(`pip install opencv-python-headless`), the other numbers do not.",
 }
 COLUMN_WIDTH, GAP = 400, 50
 
 
+PREVIEWING = ("LoadImage", "LoadVideo")  # nodes that show their file under the widgets
+
+
 def node_height(node: dict) -> float:
-    if node["type"] == "LoadImage":
+    if node["type"] in PREVIEWING:
         return 340.0
     return float(node.get("size", [0, 100])[1])
 
@@ -74,7 +79,7 @@ def layout(workflow: dict) -> None:
         y = top
         for node in nodes:
             node["pos"] = [60.0 + column * COLUMN_WIDTH, y]
-            if node["type"] == "LoadImage":
+            if node["type"] in PREVIEWING:
                 node["size"] = [320.0, 340.0]
             y += node_height(node) + GAP
 

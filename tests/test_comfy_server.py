@@ -55,7 +55,7 @@ def test_every_workflow_runs_in_a_real_comfyui(tmp_path):
     print(result.stderr[-3000:])
     assert result.returncode == 0 and summary["ok"], summary["problems"]
     pack = summary["pack"]
-    assert not pack["import_failed"] and pack["node_count"] == 8
+    assert not pack["import_failed"] and pack["node_count"] == 9
     served = pack["example_workflows_served"]
     assert len(served) == 6 and all(s["status"] == 200 and s["format"] == "ui" for s in served)
     runs = {(w["format"], w["name"]): w for w in summary["workflows"]}

@@ -51,7 +51,7 @@ def as_image(rgb):
 
 def test_every_node_is_documented(comfy):
     pack, _ = comfy
-    assert len(pack.NODE_CLASS_MAPPINGS) == 8
+    assert len(pack.NODE_CLASS_MAPPINGS) == 9
     for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
         assert node_id.startswith("AdaAttN")
         assert pack.NODE_DISPLAY_NAME_MAPPINGS[node_id]
@@ -240,7 +240,8 @@ def test_frames_progress_per_frame_and_same_as_single_images(comfy):
     pack, host = comfy
     model = load(pack, "adaattn_official_video.safetensors")
     frames, style = as_image(rand_images(5, 3, 32, 48)), as_image(rand_images(1, 3, 40, 40, seed=7))
-    out = node(pack, "AdaAttNStylizeFrames").stylize(model, frames, style, 1.0, 0, "auto", 0.0, "exact", 0, 2)[0]
+    out = node(pack, "AdaAttNStylizeFrames").stylize(model, frames, style, 1.0, 0, "auto", 0.0, "exact", 0, 0.0, 0.5,
+                                                     0.0, 2)[0]
     assert [v for v, _ in host.progress[-3:]] == [2, 4, 5]
     single = node(pack, "AdaAttNStylize").stylize(model, frames[3:4], style, 1.0, 0, "none", "auto", 0.0, "exact", 0)[0]
     torch.testing.assert_close(out[3:4], single)
@@ -253,7 +254,7 @@ def test_frames_can_be_interrupted(comfy):
     with pytest.raises(comfy_stubs.InterruptProcessingException):
         node(pack, "AdaAttNStylizeFrames").stylize(
             model, as_image(rand_images(6, 3, 32, 32)), as_image(rand_images(1, 3, 32, 32)), 1.0, 0, "auto", 0.0,
-            "exact", 0, 1,
+            "exact", 0, 0.9, 0.5, 0.0, 1,
         )  # fmt: skip
     assert host.checks == 2
 
@@ -261,7 +262,7 @@ def test_frames_can_be_interrupted(comfy):
 def test_out_of_memory_halves_the_frame_chunk(comfy, monkeypatch):
     pack, host = comfy
     model = load(pack)
-    module = sys.modules[f"{comfy_stubs.PACK}.nodes.stylize"]
+    module = sys.modules[f"{comfy_stubs.PACK}.adaattn_model.frames"]
     real, sizes = module.encode_content, []
 
     def flaky(encoder, images, layers):
@@ -272,5 +273,22 @@ def test_out_of_memory_halves_the_frame_chunk(comfy, monkeypatch):
 
     monkeypatch.setattr(module, "encode_content", flaky)
     frames = as_image(rand_images(6, 3, 32, 32))
-    out = node(pack, "AdaAttNStylizeFrames").stylize(model, frames, frames[:1], 1.0, 0, "auto", 0.0, "exact", 0, 8)[0]
+    stylize = node(pack, "AdaAttNStylizeFrames").stylize
+    out = stylize(model, frames, frames[:1], 1.0, 0, "auto", 0.0, "exact", 0, 0.9, 0.5, 0.5, 8)[0]
     assert out.shape == frames.shape and sizes == [6, 4, 2, 2, 2]  # 8 -> 6 frames, OOM, 4, OOM, 2 x 3
+    monkeypatch.setattr(module, "encode_content", real)
+    clean = stylize(model, frames, frames[:1], 1.0, 0, "auto", 0.0, "exact", 0, 0.9, 0.5, 0.5, 2)[0]
+    torch.testing.assert_close(out, clean)  # the failed tries left the stabiliser state untouched
+
+
+def test_metrics_node(comfy):
+    pack, _ = comfy
+    model = load(pack)
+    frames = as_image(rand_images(4, 3, 32, 32, seed=1))
+    report = node(pack, "AdaAttNMetrics").measure(model, frames, frames, 2, 0, style=frames[:1])
+    metrics = __import__("json").loads(report["result"][0])
+    assert report["ui"]["text"][0] == report["result"][0]
+    assert metrics["ssim"] == pytest.approx(1.0) and metrics["content_loss"] == 0.0
+    assert metrics["frame_difference_error"] == 0.0 and metrics["images"] == 4 and metrics["style_loss"] >= 0
+    with pytest.raises(ValueError, match="same count and size"):
+        node(pack, "AdaAttNMetrics").measure(model, frames, frames[:2], 2, 0)
