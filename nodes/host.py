@@ -91,3 +91,8 @@ def is_oom(error: BaseException) -> bool:
 
 def empty_cache() -> None:
     mm.soft_empty_cache()
+
+
+def input_directory() -> str:
+    """ComfyUI's input folder (where uploads go)."""
+    return folder_paths.get_input_directory()

@@ -41,6 +41,9 @@ NOTES = {
     "adaattn_strength_color": "## AdaAttN: strength and colours\nTop: strength 0.6 with the style "
     "recoloured to the content first (match). Bottom: full strength, then **Color Transfer** keeps the "
     "content's colours (luminance).",
+    "adaattn_frames_folder": "## AdaAttN: an image sequence\n**Load Frames** reads a folder of frames "
+    "from ComfyUI's input directory, **Stylize Frames** stylises them in order, Save Image writes them. The "
+    "batch queue client (`python -m adaattn_batch`) uses this workflow for frame folders.",
     "adaattn_video": "## AdaAttN: video frames\nLoad Video, split into frames, **Stylize Frames** "
     "(style encoded once, frames in chunks, temporal smoothing against flicker), then Create Video and Save "
     "Video. **Metrics** measures stability and style; the warping errors need OpenCV in ComfyUI's Python "
@@ -97,7 +100,7 @@ def add_note(workflow: dict, name: str) -> None:
 def thumbnail(name: str, outputs: Path, target: Path) -> None:
     """A 512-px-wide JPEG of what the workflow produced (several outputs side by side)."""
     folder = outputs / name
-    images = [Image.open(p).convert("RGB") for p in sorted(folder.glob("*.png"))]
+    images = [Image.open(p).convert("RGB") for p in sorted(folder.glob("*.png"))[:3]]
     if not images:  # a video: its middle frame
         images = video_frames(next(folder.glob("*.mp4")))[1:2]
     height = 256

@@ -113,6 +113,7 @@ def build(models_dir: Path) -> tuple[Host, dict[str, types.ModuleType]]:
         return None
 
     fp.get_folder_paths, fp.get_filename_list, fp.get_full_path = get_folder_paths, get_filename_list, get_full_path
+    fp.get_input_directory = lambda: str(models_dir.parent / "input")
     modules = {"comfy": comfy, "comfy.model_management": mm, "comfy.model_patcher": patcher, "comfy.utils": utils,
                "folder_paths": fp}  # fmt: skip
     return host, modules

@@ -55,9 +55,9 @@ def test_every_workflow_runs_in_a_real_comfyui(tmp_path):
     print(result.stderr[-3000:])
     assert result.returncode == 0 and summary["ok"], summary["problems"]
     pack = summary["pack"]
-    assert not pack["import_failed"] and pack["node_count"] == 9
+    assert not pack["import_failed"] and pack["node_count"] == 10
     served = pack["example_workflows_served"]
-    assert len(served) == 6 and all(s["status"] == 200 and s["format"] == "ui" for s in served)
+    assert len(served) == 7 and all(s["status"] == 200 and s["format"] == "ui" for s in served)
     runs = {(w["format"], w["name"]): w for w in summary["workflows"]}
     assert sorted(runs) == sorted((f, p.name) for f in ("ui", "api") for p in (ROOT / "workflows").glob("*.json"))
     for key, run in runs.items():

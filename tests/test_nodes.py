@@ -51,7 +51,7 @@ def as_image(rgb):
 
 def test_every_node_is_documented(comfy):
     pack, _ = comfy
-    assert len(pack.NODE_CLASS_MAPPINGS) == 9
+    assert len(pack.NODE_CLASS_MAPPINGS) == 10
     for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
         assert node_id.startswith("AdaAttN")
         assert pack.NODE_DISPLAY_NAME_MAPPINGS[node_id]
@@ -292,3 +292,29 @@ def test_metrics_node(comfy):
     assert metrics["frame_difference_error"] == 0.0 and metrics["images"] == 4 and metrics["style_loss"] >= 0
     with pytest.raises(ValueError, match="same count and size"):
         node(pack, "AdaAttNMetrics").measure(model, frames, frames[:2], 2, 0)
+
+
+def test_load_frames_node(comfy, tmp_path):
+    pack, _ = comfy
+    folder = tmp_path / "input" / "clip"
+    folder.mkdir(parents=True)
+    from PIL import Image
+
+    for i in range(5):
+        Image.new("RGB", (20, 10), (i * 40, 0, 0)).save(folder / f"f_{i:03d}.png")
+    (folder / "notes.txt").write_text("not a frame")
+    load = node(pack, "AdaAttNLoadFrames")
+    frames, names = load.load("clip", 0, 0)
+    assert frames.shape == (5, 10, 20, 3) and names.splitlines()[0] == "f_000.png"
+    frames, names = load.load("clip", 1, 2)
+    assert names == "f_001.png\nf_002.png" and frames[0, 0, 0, 0].item() == pytest.approx(40 / 255)
+    before = load.IS_CHANGED("clip", 0, 0)
+    Image.new("RGB", (20, 12)).save(folder / "f_009.png")
+    assert load.IS_CHANGED("clip", 0, 0) != before
+    with pytest.raises(ValueError, match="f_009.png is 20x12 but f_000.png is 20x10"):
+        load.load("clip", 0, 0)
+    for bad in ("../clip", "/etc", ""):
+        with pytest.raises(ValueError, match="subfolder of ComfyUI's input directory"):
+            load.load(bad, 0, 0)
+    with pytest.raises(ValueError, match="no frames in 'clip' from index 40"):
+        load.load("clip", 40, 0)
