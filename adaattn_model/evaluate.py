@@ -108,7 +108,8 @@ def temporal_metrics(inputs: torch.Tensor, outputs: torch.Tensor, long_gap: int 
     return out
 
 
-def print_table(report: dict, file=sys.stdout) -> None:
+def print_table(report: dict, file=None) -> None:
+    file = file or sys.stdout
     if report["mode"] == "images":
         print("| result | SSIM | content loss | style loss |", file=file)
         print("|---|---:|---:|---:|", file=file)

@@ -210,3 +210,51 @@ def test_default_models_dir_follows_the_environment(tmp_path, monkeypatch):
     assert fetch_module.default_models_dir() == tmp_path
     monkeypatch.delenv("ADAATTN_MODELS")
     assert fetch_module.default_models_dir() == Path(__file__).resolve().parent.parent / "models"
+
+
+# --- eval ----------------------------------------------------------------------------------------
+
+
+def test_eval_images_mode_writes_a_table_and_json(models_dir, tmp_path, capsys):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "s").mkdir()
+    shutil.copy(CONTENT, tmp_path / "c" / "cat.png")
+    shutil.copy(STYLE, tmp_path / "s" / "wave.jpg")
+    assert cli("stylize", "--content", tmp_path / "c", "--style", tmp_path / "s", "-o", tmp_path / "r" / "cat__wave.png",
+               "--models", models_dir, "--family", "lite", "--max-side", 96, "--style-max-side", 64, "--quiet") == 0
+    (tmp_path / "r" / "unrelated.png").write_bytes((tmp_path / "r" / "cat__wave.png").read_bytes())
+    capsys.readouterr()
+    assert cli("eval", "--content", tmp_path / "c", "--style", tmp_path / "s", "--results", tmp_path / "r",
+               "--models", models_dir) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "| cat__wave.png |" in out and "mean of 1" in out
+    report = __import__("json").loads((tmp_path / "r" / "metrics.json").read_text())
+    assert report["count"] == 1 and 0 < report["images"][0]["ssim"] <= 1 and report["images"][0]["style_loss"] > 0
+
+
+def test_eval_frames_mode(models_dir, tmp_path, capsys):
+    frames, results = tmp_path / "frames", tmp_path / "results"
+    frames.mkdir()
+    results.mkdir()
+    for i in range(4):
+        image = Image.fromarray(np.full((24, 32, 3), 40 * i, np.uint8))
+        image.save(frames / f"f{i}.png")
+        image.save(results / f"f{i}.png")  # an identity "stylisation": no flicker of its own
+    assert cli("eval", "--frames", frames, "--results", results, "--json", tmp_path / "m.json",
+               "--long-range", 2, "--models", models_dir) == 0  # fmt: skip
+    report = __import__("json").loads((tmp_path / "m.json").read_text())
+    assert report["frames"] == 4 and report["frame_difference_error"] == 0.0 and report["ssim"] == pytest.approx(1.0)
+    if report.get("warping_error_short") is not None:
+        assert report["long_gap"] == 2
+
+
+def test_eval_needs_a_mode(models_dir, tmp_path, capsys):
+    assert cli("eval", "--results", tmp_path, "--models", models_dir) == 2
+    one_error_line(capsys, "give --content and --style (images mode) or --frames (frames mode)")
+    (tmp_path / "f").mkdir()
+    (tmp_path / "r").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "f" / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "r" / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "r" / "b.png")
+    assert cli("eval", "--frames", tmp_path / "f", "--results", tmp_path / "r", "--models", models_dir) == 2
+    one_error_line(capsys, "1 frames and 2 stylised frames")
