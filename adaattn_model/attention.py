@@ -88,6 +88,17 @@ def prepare_query(query: Tensor, spec: AttentionSpec) -> Tensor:
     return normalize_positions(query) if spec.normalized else query
 
 
+def budget_for(device: torch.device, free_bytes: int | None = None) -> int:
+    """A workspace size for ``device``: on a GPU a quarter of its free memory, between
+    256 MiB and 4 GiB (bigger blocks keep it busy); elsewhere 256 MiB (the CPU gains
+    nothing from more, and RAM is shared)."""
+    if device.type != "cuda":
+        return DEFAULT_BUDGET_BYTES
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    return int(min(4 * 2**30, max(DEFAULT_BUDGET_BYTES, free_bytes // 4)))
+
+
 def chunk_shape(rows: int, cols: int, budget_bytes: int) -> tuple[int, int]:
     """Rows and columns of one logits block that fits ``budget_bytes`` of float32."""
     elems = max(budget_bytes // 4, 1)

@@ -76,7 +76,8 @@ def _add_stylize(sub) -> None:
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="weights/activations dtype; attention statistics stay float32")
-    g.add_argument("--memory-budget", type=int, default=256, metavar="MB", help="attention workspace (default 256)")
+    g.add_argument("--memory-budget", type=int, metavar="MB",
+                   help="attention workspace (default: 256 on the CPU, a quarter of free GPU memory up to 4096)")
     g.add_argument("--format", choices=("png", "jpg", "webp"), default="png", help="format of files in an output folder")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -196,4 +197,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except (FetchError, ImageError, WeightsError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except RuntimeError as error:
+        from .attention import is_out_of_memory
+
+        if not is_out_of_memory(error):
+            raise
+        print("error: out of memory; try a smaller --max-side, --memory-budget or --dtype float16", file=sys.stderr)
         return EXIT_ERROR

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .adaattn import StyleSource
-from .attention import AttentionSpec
+from .attention import AttentionSpec, budget_for
 from .color import match_color, preserve_luminance
 from .fetch import default_models_dir
 from .images import IMAGE_SUFFIXES, ImageError, check_image_file, load_image, resize_max_side, save_image
@@ -111,7 +111,7 @@ def plan_jobs(args, contents: list[Path], styles: list[Path]) -> list[Job]:
 def run_stylize(args) -> int:
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
-    if args.max_side < 0 or args.style_max_side < 0 or args.memory_budget <= 0:
+    if args.max_side < 0 or args.style_max_side < 0 or (args.memory_budget is not None and args.memory_budget <= 0):
         raise ValueError("--max-side and --style-max-side must be >= 0 and --memory-budget > 0")
     contents = expand_images(args.content, "content")
     styles = expand_images(args.style, "style")
@@ -130,7 +130,7 @@ def run_stylize(args) -> int:
         attention=spec,
         sampling=Sampling(args.sampling, args.seed),
         blend=args.blend or "mix",
-        budget_bytes=args.memory_budget * 2**20,
+        budget_bytes=args.memory_budget * 2**20 if args.memory_budget else budget_for(device),
     )
     weights = args.style_weights or [1.0] * len(styles)
     if not args.quiet:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..adaattn_model.attention import ATTENTION_KINDS, DEFAULT_BUDGET_BYTES, AttentionSpec
+from ..adaattn_model.attention import ATTENTION_KINDS, AttentionSpec, budget_for
 from ..adaattn_model.model import Family
 from ..adaattn_model.sampling import DEFAULT_SEED, SAMPLING_MODES, Sampling
 from . import host
@@ -70,10 +70,8 @@ def make_sampling(mode: str, seed: int) -> Sampling:
 
 
 def attention_budget(device: torch.device) -> int:
-    """Bytes for one attention workspace: a quarter of free GPU memory (up to 4 GiB), else 256 MiB."""
-    if device.type == "cuda":
-        return int(min(4 * 2**30, max(DEFAULT_BUDGET_BYTES, host.free_memory(device) // 4)))
-    return DEFAULT_BUDGET_BYTES
+    """Bytes for one attention workspace, from the free memory ComfyUI reports."""
+    return budget_for(device, host.free_memory(device) if device.type == "cuda" else None)
 
 
 def activation_bytes(height: int, width: int, batch: int = 1) -> int:

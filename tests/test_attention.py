@@ -159,3 +159,13 @@ def test_other_errors_are_not_retried(monkeypatch):
     monkeypatch.setattr(attention, "_moments_block", broken)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         attended_moments(q, [make_bank(*banks_kv[0], spec)], spec)
+
+
+def test_budget_follows_the_device():
+    from adaattn_model.attention import DEFAULT_BUDGET_BYTES, budget_for
+
+    assert budget_for(torch.device("cpu")) == DEFAULT_BUDGET_BYTES
+    gpu = torch.device("cuda")
+    assert budget_for(gpu, free_bytes=8 * 2**30) == 2 * 2**30  # a quarter of what is free
+    assert budget_for(gpu, free_bytes=100 * 2**30) == 4 * 2**30  # capped
+    assert budget_for(gpu, free_bytes=2**29) == DEFAULT_BUDGET_BYTES  # floored
