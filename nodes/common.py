@@ -55,6 +55,14 @@ STYLE_MAX_SIDE_INPUT = (
      "scale of the brush strokes; the authors' models saw 512."},
 )  # fmt: skip
 
+# The attention widgets, in the order every node shows them.
+ATTENTION_INPUTS = {
+    "attention": ATTENTION_INPUT,
+    "temperature": TEMPERATURE_INPUT,
+    "sampling": SAMPLING_INPUT,
+    "sample_seed": SEED_INPUT,
+}
+
 
 def attention_spec(family: Family, name: str, temperature: float) -> AttentionSpec:
     base = family.attention

@@ -11,12 +11,9 @@ from ..adaattn_model.pipeline import decode_image, encode_content, encode_style
 from . import host
 from .bundles import CATEGORY, FEATURES_TYPE, BlendPart, Features, LoadedModel, StyleBlend
 from .common import (
-    ATTENTION_INPUT,
+    ATTENTION_INPUTS,
     MODEL_INPUT,
-    SAMPLING_INPUT,
-    SEED_INPUT,
     STRENGTH_INPUT,
-    TEMPERATURE_INPUT,
     activation_bytes,
     attention_budget,
     attention_spec,
@@ -128,10 +125,7 @@ class AdaAttNAttention:
                           "of styles from AdaAttN Blend Styles."}),  # fmt: skip
                 "layer": (list(ATTENTION_LAYERS), {"default": "relu4_1", "tooltip": "VGG layer to stylise. The "
                           "image model uses all three; the video model relu3_1; lite relu4_1."}),  # fmt: skip
-                "attention": ATTENTION_INPUT,
-                "temperature": TEMPERATURE_INPUT,
-                "sampling": SAMPLING_INPUT,
-                "sample_seed": SEED_INPUT,
+                **ATTENTION_INPUTS,
                 "strength": STRENGTH_INPUT,
             },
             "optional": {

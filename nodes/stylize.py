@@ -12,13 +12,10 @@ from ..adaattn_model.pipeline import StylizeOptions, decode_image, encode_conten
 from . import host
 from .bundles import CATEGORY, LoadedModel
 from .common import (
-    ATTENTION_INPUT,
+    ATTENTION_INPUTS,
     MODEL_INPUT,
-    SAMPLING_INPUT,
-    SEED_INPUT,
     STRENGTH_INPUT,
     STYLE_MAX_SIDE_INPUT,
-    TEMPERATURE_INPUT,
     activation_bytes,
     attention_budget,
     attention_spec,
@@ -65,10 +62,7 @@ class AdaAttNStylize:
                 "strength": STRENGTH_INPUT,
                 "style_max_side": STYLE_MAX_SIDE_INPUT,
                 "preserve_color": COLOR_INPUT,
-                "attention": ATTENTION_INPUT,
-                "temperature": TEMPERATURE_INPUT,
-                "sampling": SAMPLING_INPUT,
-                "sample_seed": SEED_INPUT,
+                **ATTENTION_INPUTS,
             },
             "optional": {
                 "mask": ("MASK", {"tooltip": "Where to stylise (1) and where to keep the content (0)."}),
@@ -139,10 +133,7 @@ class AdaAttNStylizeFrames:
                 "style": ("IMAGE", {"tooltip": "The style image (the first image of a batch is used)."}),
                 "strength": STRENGTH_INPUT,
                 "style_max_side": STYLE_MAX_SIDE_INPUT,
-                "attention": ATTENTION_INPUT,
-                "temperature": TEMPERATURE_INPUT,
-                "sampling": SAMPLING_INPUT,
-                "sample_seed": SEED_INPUT,
+                **ATTENTION_INPUTS,
                 "temporal_smoothing": ("FLOAT", {"default": DEFAULT_STABILIZER.temporal_smoothing, "min": 0.0,
                                        "max": 0.99, "step": 0.01, "tooltip": "How much each area keeps the "
                                        "previous frame's style statistics where the content did not change "
