@@ -488,6 +488,23 @@ def test_set_file_uploads_it(tmp_path, images, fakes, capsys):
     assert rc == 1 and "Invalid image file: nowhere.png" in text
 
 
+def test_several_images_per_job_get_suffixes_or_one_output_node_is_chosen(tmp_path, images, fakes, capsys):
+    fake = fakes()
+    wf = json.loads(BASIC.read_text())
+    wf["6"] = {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "copy"},
+               "_meta": {"title": "Save copy"}}  # fmt: skip
+    (tmp_path / "two.json").write_text(json.dumps(wf))
+    one = [images["contents"][0], "--style", images["styles"][0], "--server", fake.url, "--quiet"]
+    rc, text = run(capsys, tmp_path / "two.json", "--content", *one, "-o", tmp_path / "out")
+    assert rc == 0, text
+    assert outputs(tmp_path / "out") == ["adaattn_batch.json", "content_a__style_x_1.png", "content_a__style_x_2.png"]
+    assert "done    " not in text and "summary: 1 job: 1 done" in text  # --quiet: the summary only
+    rc, text = run(
+        capsys, tmp_path / "two.json", "--content", *one, "-o", tmp_path / "o2", "--output-node", "Save copy"
+    )
+    assert rc == 0 and outputs(tmp_path / "o2") == ["adaattn_batch.json", "content_a__style_x.png"]
+
+
 # ---------------------------------------------------------------------------- pieces
 
 
