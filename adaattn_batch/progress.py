@@ -23,10 +23,6 @@ class Summary:
     servers: dict[str, str] = field(default_factory=dict)  # label -> 'N done', 'down (...)'
     stopped: str = ""  # why the run stopped early, if it did
 
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.left and not self.stopped
-
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
