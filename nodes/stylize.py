@@ -100,9 +100,12 @@ class AdaAttNStylize:
                 if key not in cache:
                     cache[key] = encode_style(encoder, s, layers)
                 encoded_style = cache[key]
+            host.check_interrupt()  # between the stages too, so a cancel does not wait for a whole image
             encoded = encode_content(encoder, rgb, layers)
             r = region[min(start, region.shape[0] - 1)][None].to(device) if region is not None else None
+            host.check_interrupt()
             feats = stylize_features(model.model, encoded, [StyleSource(encoded_style)], options, region=r)
+            host.check_interrupt()
             out = decode_image(model.model, feats, encoded).float().clamp(0, 1)
             if preserve_color == "luminance":
                 out = preserve_luminance(out, rgb)
@@ -159,6 +162,7 @@ class AdaAttNStylizeFrames:
         where, dtype = host.intermediate()
         options = options_for(model, device, attention, temperature, sampling, sample_seed, strength)
         source = StyleSource(encode_style(model.stylizer.encoder, style_rgb.to(device), model.family.layers))
+        host.check_interrupt()
         outputs, state = [], [FrameState()]
 
         def step(start: int, stop: int) -> None:
