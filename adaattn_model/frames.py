@@ -68,7 +68,7 @@ class FrameState:
         return FrameState({k: replace(v) for k, v in self.layers.items()})
 
 
-# Chosen on a real clip (README, benchmarks/bench_video.py): 38% less short-range warping error
+# Chosen on a real clip (README, benchmarks/bench_video.py): 37% less short-range warping error
 # for the lite model at the same style loss; a cut carries over only ~2% of the previous frame.
 DEFAULT_STABILIZER = Stabilizer(temporal_smoothing=0.9, change_threshold=0.5)
 
