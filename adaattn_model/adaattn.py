@@ -33,7 +33,7 @@ from .attention import (
     prepare_query,
 )
 from .features import EncodedImage
-from .functional import mean_variance_norm, reflect_pad
+from .functional import batch_item, mean_variance_norm, reflect_pad
 from .sampling import Sampling
 
 BLEND_MODES = ("mix", "match")
@@ -91,6 +91,11 @@ def map_to_layer(m: Tensor, pads: tuple[int, int, int, int], size: tuple[int, in
     return F.adaptive_avg_pool2d(m, size).flatten(1)
 
 
+def layer_map(m: Tensor, index: int, pads: tuple[int, int, int, int], size: tuple[int, int]) -> Tensor:
+    """Map ``m`` [1|N,H,W] of batch element ``index`` at a layer's ``size``, flattened: [h*w]."""
+    return map_to_layer(batch_item(m, index), pads, size)[0]
+
+
 def _check_map(m: Tensor | None, size: tuple[int, int], batch: int, what: str) -> None:
     if m is None:
         return
@@ -116,8 +121,7 @@ def _style_bank(
     values = flatten_positions(style.features[layer][index : index + 1])
     column = None
     if source.mask is not None:
-        mask = source.mask[min(index, source.mask.shape[0] - 1)][None]
-        column = map_to_layer(mask, style.pads, tuple(style.keys[layer].shape[-2:]))[0].to(keys.device)
+        column = layer_map(source.mask, index, style.pads, tuple(style.keys[layer].shape[-2:])).to(keys.device)
     chosen = sampling.indices(keys.shape[0], max_sample)
     if chosen is not None:  # the same positions for keys, values and mask
         chosen = chosen.to(keys.device)
@@ -244,8 +248,7 @@ def apply_statistics(
     amount = stats.coverage * strength
     if region is not None:
         size = tuple(feature.shape[-2:])
-        maps = torch.stack([map_to_layer(region[min(b, region.shape[0] - 1)][None], pads, size)[0]
-                            for b in range(feature.shape[0])])  # fmt: skip
+        maps = torch.stack([layer_map(region, b, pads, size) for b in range(feature.shape[0])])
         amount = amount * maps.view(-1, 1, *size).to(amount.device)
     if bool((amount == 1).all()):
         return stylised.to(feature.dtype)
@@ -299,7 +302,7 @@ def _source_weights(
         if s.region is None:
             r = torch.ones(n, device=device)
         else:
-            r = map_to_layer(s.region[min(b, s.region.shape[0] - 1)][None], pads, size)[0].to(device)
+            r = layer_map(s.region, b, pads, size).to(device)
         regions += r
         weights.append(s.weight * r)
     coverage = regions.clamp(max=1.0) * (torch.stack(weights).sum(dim=0) > 0)

@@ -29,7 +29,7 @@ from torch import Tensor
 from .adaattn import LayerStatistics, StyleSource, apply_statistics, attention_statistics
 from .functional import calc_mean_std
 from .model import AdaAttNModel
-from .pipeline import StylizeOptions, decode_image, encode_content
+from .pipeline import StylizeOptions, chosen_layers, decode_image, encode_content
 from .vgg import VGGEncoder
 
 
@@ -118,10 +118,7 @@ def stylize_frames(
     stabilisers across calls (a long clip fed in pieces); a new one starts fresh.
     """
     family = model.family
-    layers = family.layers if options.layers is None else options.layers
-    for layer in layers:
-        model.projections(layer)
-    spec = options.attention or family.attention
+    layers, spec = chosen_layers(model, options)
     state = state if state is not None else FrameState()
     total = frames.shape[0]
     for start in range(0, total, max(1, chunk)):

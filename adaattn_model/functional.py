@@ -100,6 +100,11 @@ def crop_padding(x: Tensor, pads: tuple[int, int, int, int]) -> Tensor:
     return x[..., top : h - bottom, left : w - right]
 
 
+def batch_item(t: Tensor, index: int) -> Tensor:
+    """Element ``index`` of a batch as a batch of 1; a batch of 1 serves every index."""
+    return t[min(index, t.shape[0] - 1)][None]
+
+
 def check_finite(x: Tensor, what: str) -> None:
     """Raise a one-line ``ValueError`` when ``x`` holds NaN or infinity."""
     if not bool(torch.isfinite(x).all()):

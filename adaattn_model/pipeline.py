@@ -94,6 +94,14 @@ def encode_style(encoder: VGGEncoder, images: Tensor, layers: Sequence[str]) -> 
     return encode(encoder, upscale_tiny(images.to(device=device, dtype=dtype)), layers)
 
 
+def chosen_layers(model: AdaAttNModel, options: StylizeOptions) -> tuple[tuple[str, ...], AttentionSpec]:
+    """The layers to stylise (checked against the family) and the attention to use."""
+    layers = model.family.layers if options.layers is None else tuple(options.layers)
+    for layer in layers:
+        model.projections(layer)  # raises a clear error for a layer this family cannot use
+    return layers, options.attention or model.family.attention
+
+
 def stylize_features(
     model: AdaAttNModel,
     content: EncodedImage,
@@ -106,10 +114,7 @@ def stylize_features(
     ``region`` [1|N,H,W] in [0,1] over the content limits where the style is applied.
     """
     family = model.family
-    layers = family.layers if options.layers is None else options.layers
-    for layer in layers:
-        model.projections(layer)  # raises a clear error for a layer this family cannot use
-    spec = options.attention or family.attention
+    layers, spec = chosen_layers(model, options)
     out = {}
     for layer in family.layers:
         if layer not in layers:

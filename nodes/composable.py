@@ -6,6 +6,7 @@ import torch
 
 from ..adaattn_model.adaattn import StyleSource, adaattn_layer
 from ..adaattn_model.features import ATTENTION_LAYERS, EncodedImage
+from ..adaattn_model.functional import batch_item
 from ..adaattn_model.images import resize_max_side
 from ..adaattn_model.pipeline import decode_image, encode_content, encode_style
 from . import host
@@ -54,10 +55,8 @@ def style_parts(style, content_batch: int) -> tuple[list[BlendPart], str]:
 
 
 def select(t: torch.Tensor | None, index: int) -> torch.Tensor | None:
-    """Element ``index`` of a batch, or the only element of a batch of 1."""
-    if t is None:
-        return None
-    return t[min(index, t.shape[0] - 1)][None]
+    """Element ``index`` of an optional batch (a batch of 1 serves every index)."""
+    return None if t is None else batch_item(t, index)
 
 
 class AdaAttNEncode:

@@ -7,6 +7,7 @@ import torch
 from ..adaattn_model.adaattn import StyleSource
 from ..adaattn_model.color import COLOR_MODES, match_color, preserve_luminance
 from ..adaattn_model.frames import DEFAULT_STABILIZER, FrameState, Stabilizer, stylize_frames
+from ..adaattn_model.functional import batch_item
 from ..adaattn_model.images import resize_max_side
 from ..adaattn_model.pipeline import StylizeOptions, decode_image, encode_content, encode_style, stylize_features
 from . import host
@@ -92,17 +93,17 @@ class AdaAttNStylize:
 
         def step(start: int, stop: int) -> None:
             rgb = contents[start:stop].to(device)
-            s = styles[min(start, styles.shape[0] - 1)][None].to(device)
+            key = min(start, styles.shape[0] - 1)  # a single style serves every content
+            s = styles[key][None].to(device)
             if preserve_color == "match":
                 encoded_style = encode_style(encoder, match_color(s, rgb), layers)
             else:
-                key = min(start, styles.shape[0] - 1)
                 if key not in cache:
                     cache[key] = encode_style(encoder, s, layers)
                 encoded_style = cache[key]
             host.check_interrupt()  # between the stages too, so a cancel does not wait for a whole image
             encoded = encode_content(encoder, rgb, layers)
-            r = region[min(start, region.shape[0] - 1)][None].to(device) if region is not None else None
+            r = batch_item(region, start).to(device) if region is not None else None
             host.check_interrupt()
             feats = stylize_features(model.model, encoded, [StyleSource(encoded_style)], options, region=r)
             host.check_interrupt()

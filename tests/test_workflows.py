@@ -137,7 +137,7 @@ def test_canvas_workflow_is_consistent_and_has_a_twin_and_thumbnail(definitions,
         assert cls in definitions, f"{path.name}: unknown node type {cls}"
         assert twin[str(node["id"])]["class_type"] == cls, f"{path.name}: node {node['id']} differs from its API twin"
         widgets = [i for i in node.get("inputs", []) if "widget" in i]
-        assert len(node.get("widgets_values", [])) >= len([w for w in widgets if "." not in w["name"]]) - 1
+        assert len(node.get("widgets_values") or []) == len(widgets), f"{path.name}: {cls} widget count"
         for widget, value in zip(widgets, node.get("widgets_values", [])):
             name = widget["widget"]["name"]
             if widget.get("link") is not None or name not in twin[str(node["id"])]["inputs"]:
