@@ -40,9 +40,9 @@ _EXPORTS = {
     "load_encoder": "weights",
     "load_model": "weights",
     "WeightsError": "weights",
-    "convert": "convert",
-    "fetch": "fetch",
-    "default_models_dir": "fetch",
+    "convert": "tools.convert",
+    "fetch": "tools.fetch",
+    "default_models_dir": "models_folder",
     "load_image": "images",
     "save_image": "images",
 }

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .color import rgb_to_ycbcr
-from .flow import consistent, optical_flow, warp
+from .flow import consistent, have_flow, optical_flow, warp
 from .functional import calc_mean_std, mean_variance_norm
 from .vgg import TAPS, VGGEncoder
 
@@ -149,3 +149,17 @@ def frame_difference_error(outputs: Tensor, inputs: Tensor) -> float:
     d_out = outputs[1:].float() - outputs[:-1].float()
     d_in = inputs[1:].float() - inputs[:-1].float()
     return float((d_out - d_in).abs().mean())
+
+
+def temporal_metrics(inputs: torch.Tensor, outputs: torch.Tensor, long_gap: int = 5, pairs=None) -> dict:
+    """Warping errors (None without OpenCV) and the frame-difference error of a clip."""
+    out = {"frame_difference_error": frame_difference_error(outputs, inputs)}
+    if not have_flow():
+        out["warping_error_short"] = out["warping_error_long"] = None
+        out["note"] = "warping errors need OpenCV: pip install 'adaattn[metrics]'"
+        return out
+    pairs = pairs or {1: frame_pairs(inputs, 1), long_gap: frame_pairs(inputs, min(long_gap, inputs.shape[0] - 1))}
+    out["warping_error_short"] = warping_error(outputs, pairs[1])
+    out["warping_error_long"] = warping_error(outputs, pairs[long_gap])
+    out["long_gap"] = pairs[long_gap].gap
+    return out

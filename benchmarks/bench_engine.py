@@ -49,12 +49,12 @@ def total_memory() -> int:
 
 
 def worker(args) -> None:
+    import synthetic
     import torch
 
-    import synthetic
-    from adaattn_model.convert import convert
     from adaattn_model.pipeline import StylizeOptions, stylize
     from adaattn_model.sampling import Sampling
+    from adaattn_model.tools.convert import convert
     from adaattn_model.weights import load_encoder, load_model
 
     torch.set_grad_enabled(False)

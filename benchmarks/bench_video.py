@@ -25,14 +25,19 @@ sys.path.insert(0, str(ROOT))
 
 from adaattn_model.adaattn import StyleSource  # noqa: E402
 from adaattn_model.attention import AttentionSpec  # noqa: E402
-from adaattn_model.evaluate import temporal_metrics  # noqa: E402
-from adaattn_model.fetch import default_models_dir  # noqa: E402
 from adaattn_model.flow import have_flow  # noqa: E402
 from adaattn_model.frames import Stabilizer, stylize_frames  # noqa: E402
 from adaattn_model.functional import calc_mean_std  # noqa: E402
 from adaattn_model.images import load_image, resize_max_side  # noqa: E402
-from adaattn_model.metrics import frame_pairs, ssim, style_loss_from_stats, style_statistics  # noqa: E402
+from adaattn_model.metrics import (  # noqa: E402
+    frame_pairs,
+    ssim,
+    style_loss_from_stats,
+    style_statistics,
+    temporal_metrics,  # noqa: E402
+)
 from adaattn_model.pipeline import StylizeOptions, decode_image, encode_content, encode_style  # noqa: E402
+from adaattn_model.tools.fetch import default_models_dir  # noqa: E402
 from adaattn_model.weights import load_encoder, load_model  # noqa: E402
 
 DEFAULT_FRAMES = ROOT.parent / "shared" / "testdata" / "video" / "bbb_frames"

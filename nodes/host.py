@@ -7,7 +7,6 @@ interrupts and out-of-memory detection through ComfyUI's own helpers.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import comfy.model_management as mm
 import comfy.model_patcher
@@ -15,20 +14,19 @@ import comfy.utils
 import folder_paths
 import torch
 
+from ..adaattn_model.models_folder import search_folders
+
 MODEL_FOLDER = "adaattn"
 EXTENSIONS = {".safetensors"}
-PACK_MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
 def register_model_folder() -> None:
-    """Register ``models/adaattn`` (plus the pack's own ``models/`` and ``$ADAATTN_MODELS``).
+    """Register the model folder ``adaattn``: the folders of ``models_folder.search_folders``.
 
     Only ``.safetensors`` files are listed. A folder of that name added by the user's
     extra_model_paths.yaml is kept and extended, not replaced.
     """
-    wanted = [os.path.join(folder_paths.models_dir, MODEL_FOLDER), str(PACK_MODELS)]
-    if os.environ.get("ADAATTN_MODELS"):
-        wanted.append(str(Path(os.environ["ADAATTN_MODELS"]).expanduser()))
+    wanted = [str(p) for p in search_folders(os.path.join(folder_paths.models_dir, MODEL_FOLDER))]
     if MODEL_FOLDER in folder_paths.folder_names_and_paths:
         paths, _ = folder_paths.folder_names_and_paths[MODEL_FOLDER]
         paths = list(paths) + [p for p in wanted if p not in paths]

@@ -7,6 +7,7 @@ import os
 
 import torch
 
+from ..adaattn_model.models_folder import FAMILY_ORDER
 from ..adaattn_model.pipeline import Stylizer
 from ..adaattn_model.weights import ENCODER, WeightsError, detect_kind, header_shapes, load_encoder, load_model
 from . import host
@@ -14,7 +15,6 @@ from .bundles import CATEGORY, MODEL_TYPE, LoadedModel
 
 FETCH_COMMAND = "python -m adaattn_model fetch"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-MODEL_ORDER = ("official-image", "lite", "official-video")  # the first one found is the default
 
 
 @functools.lru_cache(maxsize=256)
@@ -46,7 +46,7 @@ def encoder_choices() -> list[str]:
 
 def model_choices() -> list[str]:
     found = files_by_kind()
-    return [name for family in MODEL_ORDER for name in found.get(family, [])]
+    return [name for family in FAMILY_ORDER for name in found.get(family, [])]
 
 
 def missing_weights_message(name: str, what: str) -> str:

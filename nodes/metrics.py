@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ..adaattn_model.evaluate import temporal_metrics
 from ..adaattn_model.images import resize_max_side
-from ..adaattn_model.metrics import content_loss, ssim, style_loss_from_stats, style_statistics
+from ..adaattn_model.metrics import content_loss, ssim, style_loss_from_stats, style_statistics, temporal_metrics
 from . import host
 from .bundles import CATEGORY, LoadedModel
 from .common import MODEL_INPUT, STYLE_MAX_SIDE_INPUT, activation_bytes, run_in_chunks

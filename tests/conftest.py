@@ -12,8 +12,9 @@ sys.path.insert(0, str(Path(__file__).parent))  # oracle.py and synthetic.py bes
 
 import synthetic  # noqa: E402
 
-from adaattn_model.convert import convert  # noqa: E402
-from adaattn_model.fetch import default_models_dir, installed  # noqa: E402
+from adaattn_model.models_folder import default_models_dir
+from adaattn_model.tools.convert import convert  # noqa: E402
+from adaattn_model.tools.fetch import installed  # noqa: E402
 from adaattn_model.weights import load_encoder, load_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

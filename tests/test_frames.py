@@ -8,7 +8,7 @@ from conftest import rand_images
 
 from adaattn_model.adaattn import LayerStatistics, StyleSource, attention_statistics
 from adaattn_model.attention import AttentionSpec
-from adaattn_model.frames import FrameState, Stabilizer, LayerState, smooth_statistics, stylize_frames
+from adaattn_model.frames import FrameState, LayerState, Stabilizer, smooth_statistics, stylize_frames
 from adaattn_model.pipeline import StylizeOptions, encode_content, encode_style, stylize
 
 OPTIONS = StylizeOptions(attention=AttentionSpec("cosine_softmax", 0.05))

@@ -110,7 +110,7 @@ def test_importing_the_pack_without_comfyui_is_harmless():
 
 
 def test_model_package_never_imports_comfyui():
-    code = "import sys, adaattn_model.pipeline, adaattn_model.cli, adaattn_model.metrics; " \
+    code = "import sys, adaattn_model.pipeline, adaattn_model.tools.cli, adaattn_model.metrics; " \
            "bad = [m for m in sys.modules if m.split('.')[0] in ('comfy', 'folder_paths', 'nodes', 'server')]; " \
            "assert not bad, bad; print('ok')"  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=comfy_stubs.ROOT)

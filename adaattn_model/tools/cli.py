@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -41,10 +41,10 @@ def _add_info(sub) -> None:
 
 
 def _add_stylize(sub) -> None:
-    from .attention import ATTENTION_KINDS
-    from .color import COLOR_MODES
-    from .model import FAMILIES
-    from .sampling import DEFAULT_SEED, SAMPLING_MODES
+    from ..attention import ATTENTION_KINDS
+    from ..color import COLOR_MODES
+    from ..model import FAMILIES
+    from ..sampling import DEFAULT_SEED, SAMPLING_MODES
 
     p = sub.add_parser("stylize", help="stylise content images with style images")
     p.add_argument("--content", nargs="+", required=True, metavar="PATH", help="content image files or folders")
@@ -126,8 +126,8 @@ def run_convert(args) -> int:
 
 
 def run_info(args) -> int:
-    from .fetch import default_models_dir
-    from .weights import describe, scan_folder
+    from ..models_folder import default_models_dir
+    from ..weights import describe, scan_folder
 
     if args.models or args.file is None:
         folder = default_models_dir()
@@ -151,9 +151,9 @@ def run_info(args) -> int:
 
 
 def run_eval(args) -> int:
+    from ..models_folder import default_models_dir
+    from ..weights import ENCODER, WeightsError, load_encoder, scan_folder
     from .evaluate import evaluate_frames, evaluate_images, print_table, write_json
-    from .fetch import default_models_dir
-    from .weights import ENCODER, WeightsError, load_encoder, scan_folder
 
     if args.frames is None and (args.content is None or args.style is None):
         raise ValueError("give --content and --style (images mode) or --frames (frames mode)")
@@ -181,14 +181,14 @@ def run_eval(args) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ..images import ImageError
+    from ..weights import WeightsError
     from .fetch import FetchError
-    from .images import ImageError
-    from .weights import WeightsError
 
     commands = {"fetch": run_fetch, "convert": run_convert, "info": run_info, "eval": run_eval}
     try:
         if args.command == "stylize":
-            from .stylize_cli import run_stylize
+            from .stylize import run_stylize
 
             return run_stylize(args)
         return commands[args.command](args)
@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
     except RuntimeError as error:
-        from .attention import is_out_of_memory
+        from ..attention import is_out_of_memory
 
         if not is_out_of_memory(error):
             raise

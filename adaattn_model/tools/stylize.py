@@ -9,16 +9,14 @@ from pathlib import Path
 
 import torch
 
-from .adaattn import StyleSource
-from .attention import AttentionSpec, budget_for
-from .color import match_color, preserve_luminance
-from .fetch import default_models_dir
-from .images import IMAGE_SUFFIXES, ImageError, check_image_file, load_image, resize_max_side, save_image
-from .pipeline import StylizeOptions, decode_image, encode_content, encode_style, stylize_features
-from .sampling import Sampling
-from .weights import ENCODER, WeightsError, load_encoder, load_model, scan_folder
-
-AUTO_ORDER = ("official-image", "lite", "official-video")
+from ..adaattn import StyleSource
+from ..attention import AttentionSpec, budget_for
+from ..color import match_color, preserve_luminance
+from ..images import IMAGE_SUFFIXES, ImageError, check_image_file, load_image, resize_max_side, save_image
+from ..models_folder import default_models_dir, pick_family
+from ..pipeline import StylizeOptions, decode_image, encode_content, encode_style, stylize_features
+from ..sampling import Sampling
+from ..weights import ENCODER, WeightsError, load_encoder, load_model, scan_folder
 
 
 def expand_images(paths: Sequence[str], what: str) -> list[Path]:
@@ -69,10 +67,9 @@ def resolve_weights(args) -> tuple[Path, Path]:
     found = scan_folder(folder)
     if ENCODER not in found:
         raise WeightsError(f"{folder}: no VGG encoder weights; run 'python -m adaattn_model fetch'")
-    order = AUTO_ORDER if args.family == "auto" else (args.family,)
-    for family in order:
-        if family in found:
-            return found[ENCODER][0], found[family][0]
+    family = pick_family(found, args.family)
+    if family is not None:
+        return found[ENCODER][0], found[family][0]
     wanted = "model" if args.family == "auto" else f"{args.family} model"
     raise WeightsError(f"{folder}: no {wanted} weights; run 'python -m adaattn_model fetch' or convert them")
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .weights import ENCODER, WeightsError, check_tensors, detect_kind, expected_shapes, save_weights
+from ..weights import ENCODER, WeightsError, check_tensors, detect_kind, expected_shapes, save_weights
 
 # Released tensor-name prefix -> our name, per source layout. A prefix mapped to None is
 # in the released file but not kept (conv5_2..conv5_4 of the VGG feed no tap).

@@ -18,19 +18,16 @@ from pathlib import Path
 
 import torch
 
-from .files import atomic_output
-from .flow import have_flow
-from .images import IMAGE_SUFFIXES, ImageError, load_image, resize_max_side
-from .metrics import (
+from ..files import atomic_output
+from ..images import IMAGE_SUFFIXES, ImageError, load_image, resize_max_side
+from ..metrics import (
     content_loss,
-    frame_difference_error,
-    frame_pairs,
     ssim,
     style_loss_from_stats,
     style_statistics,
-    warping_error,
+    temporal_metrics,
 )
-from .vgg import VGGEncoder
+from ..vgg import VGGEncoder
 
 
 def images_in(folder: Path) -> list[Path]:
@@ -92,20 +89,6 @@ def evaluate_frames(encoder: VGGEncoder, frames_dir: Path, results_dir: Path, st
         losses = [float(style_loss_from_stats(style_statistics(encoder, o[None]), style)[0]) for o in outputs]
         report["style_loss"] = sum(losses) / len(losses)
     return report
-
-
-def temporal_metrics(inputs: torch.Tensor, outputs: torch.Tensor, long_gap: int = 5, pairs=None) -> dict:
-    """Warping errors (None without OpenCV) and the frame-difference error of a clip."""
-    out = {"frame_difference_error": frame_difference_error(outputs, inputs)}
-    if not have_flow():
-        out["warping_error_short"] = out["warping_error_long"] = None
-        out["note"] = "warping errors need OpenCV: pip install 'adaattn[metrics]'"
-        return out
-    pairs = pairs or {1: frame_pairs(inputs, 1), long_gap: frame_pairs(inputs, min(long_gap, inputs.shape[0] - 1))}
-    out["warping_error_short"] = warping_error(outputs, pairs[1])
-    out["warping_error_long"] = warping_error(outputs, pairs[long_gap])
-    out["long_gap"] = pairs[long_gap].gap
-    return out
 
 
 def print_table(report: dict, file=None) -> None:

