@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 ATTENTION_KINDS = ("softmax", "cosine", "cosine_softmax")
+ATTENTION_BACKENDS = ("auto", "kernel", "sdpa")
 NORM_EPS = 1e-5  # added to the L2 norms of q and k, and to the cosine normaliser (reference)
 DEFAULT_BUDGET_BYTES = 256 * 2**20
 MIN_BUDGET_BYTES = 2**20
@@ -124,6 +125,7 @@ def attended_moments(
     *,
     row_weights: Sequence[Tensor | None] | None = None,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    backend: str = "auto",
 ) -> Tensor:
     """``[mean, second moment]`` [n_c, 2C] of the values under the attention of ``query``.
 
@@ -132,9 +134,24 @@ def attended_moments(
     position before normalisation (a log-bias for the softmax kinds). Rows whose weights
     are all zero get zero moments. On an out-of-memory error the budget is halved and
     the chunk retried, down to 1 MiB.
+
+    ``backend``: ``kernel`` (the chunked kernel here), ``sdpa`` (fused SDPA where it can
+    express the attention, see :mod:`fused_attention`), or ``auto``: SDPA on CUDA, the
+    kernel elsewhere (on the CPU SDPA is no faster).
     """
     if not banks:
         raise ValueError("attention needs at least one style source")
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}; expected one of {', '.join(ATTENTION_BACKENDS)}")
+    if backend == "sdpa" or (backend == "auto" and query.device.type == "cuda"):
+        from .fused_attention import can_fuse, fused_moments
+
+        if can_fuse(banks, spec, row_weights):
+            try:
+                return fused_moments(query, banks, spec, budget_bytes=max(int(budget_bytes), MIN_BUDGET_BYTES))
+            except RuntimeError as error:  # out of memory: the chunked kernel below adapts its blocks
+                if not is_out_of_memory(error):
+                    raise
     row_weights = list(row_weights) if row_weights is not None else [None] * len(banks)
     n_rows = query.shape[0]
     max_cols = max(bank.keys.shape[0] for bank in banks)
