@@ -58,7 +58,7 @@ def test_fused_equals_kernel_and_float64_truth(spec, masked, n_s):
 
 
 def test_what_sdpa_cannot_express_stays_on_the_kernel():
-    query, kv, weights = case(2, masked=True)
+    query, kv, _ = case(2)
     cosine = AttentionSpec("cosine")
     softmax = AttentionSpec("softmax")
     assert not can_fuse([make_bank(*kv[0], cosine)], cosine, None)  # 1 + cos weights are not a softmax
