@@ -17,8 +17,8 @@ from fake_comfy import FakeComfy, png_bytes, png_text
 
 from adaattn_batch import cli
 from adaattn_batch.errors import BatchError
-from adaattn_batch.manifest import atomic_write
 from adaattn_batch.progress import Display
+from adaattn_batch.storage import atomic_write
 from adaattn_batch.websocket import WebSocket, WebSocketError
 from adaattn_batch.workflow import coerce, load_workflow, resolve
 
