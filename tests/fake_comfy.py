@@ -14,7 +14,7 @@ any ``*Stylize*`` node pairs each content image (or frame) with the style, and S
 a small real PNG per image whose text chunks name the SHA-256 of its inputs, so every output
 can be traced back. Knobs: ``delay`` per job, ``fail`` (jobs that fail N times, matched by an
 input's name), validation ``limits``, ``websocket`` on/off, ``vanish_after`` (the server
-disappears when its N-th job starts, once the earlier jobs' outputs were downloaded),
+disappears when its N-th job starts, once ``vanish_when()`` holds or the earlier outputs were downloaded),
 ``paused`` (queued jobs wait), ``pause_after`` (pauses itself once N jobs started),
 ``wait_for_websocket`` (a job waits until its client listens), ``frozen`` (requests hang),
 ``vanish()``/``revive()``. The knobs let tests hold the server at a chosen point instead of
@@ -33,6 +33,7 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -180,7 +181,8 @@ class FakeComfy:
     def __init__(self, root: str | Path, *, delay: float = 0.0, websocket: bool = True, ws_tricks: bool = True,
                  fail: dict[str, int] | None = None, limits: dict[str, tuple[float, float]] | None = None,
                  vanish_after: int | None = None, known: set[str] | None = None, paused: bool = False,
-                 pause_after: int | None = None, wait_for_websocket: bool = False):  # fmt: skip
+                 pause_after: int | None = None, wait_for_websocket: bool = False,
+                 vanish_when: Callable[[], bool] | None = None):  # fmt: skip
         self.root = Path(root)
         self.input_dir, self.output_dir = self.root / "input", self.root / "output"
         self.input_dir.mkdir(parents=True, exist_ok=True)
@@ -191,6 +193,7 @@ class FakeComfy:
         self.fail = dict(fail or {})  # substring of an input name -> failures left
         self.limits = dict(limits or {"strength": (0.0, 1.0)})
         self.vanish_after = vanish_after
+        self.vanish_when = vanish_when  # checked before vanishing (default: every output was downloaded)
         self.known = set(known or REQUIRED)
         self.cond = threading.Condition()
         self.port = 0
@@ -381,8 +384,9 @@ class FakeComfy:
                 if self.pause_after is not None and self.started_jobs >= self.pause_after:
                     self.paused = True
                 vanish = self.vanish_after is not None and self.started_jobs >= self.vanish_after
-                while vanish and self.alive and not self.saved <= self.viewed:
-                    self.cond.wait(0.02)  # what finished before is downloaded, so it counts as finished
+                ready = self.vanish_when or (lambda: self.saved <= self.viewed)
+                while vanish and self.alive and not ready():
+                    self.cond.wait(0.02)  # e.g. until what finished before counts as finished
             if vanish:
                 self.vanish()
                 return

@@ -121,6 +121,15 @@ def manifest(out: Path) -> dict:
     return json.loads((out / "adaattn_batch.json").read_text())
 
 
+def done_on(out: Path, url: str | None = None) -> int:
+    """Jobs the manifest records as done (on the server ``url``); 0 before there is a manifest."""
+    try:
+        jobs = manifest(out)["jobs"].values()
+    except FileNotFoundError:
+        return 0
+    return sum(j["state"] == "done" and url in (None, j["server"]) for j in jobs)
+
+
 # ---------------------------------------------------------------------------- one server, resume
 
 
@@ -254,9 +263,10 @@ def test_changed_input_or_missing_output_is_redone_and_other_recipe_refused(tmp_
 
 
 def test_two_servers_one_disappears_mid_batch(tmp_path, images, fakes, capsys):
-    a = fakes(delay=0.2)
-    b = fakes(delay=0.2, vanish_after=2)  # gone when its second job starts (the first one's output downloaded)
     out = tmp_path / "out"
+    a = fakes(delay=0.2)
+    # b goes when its second job starts, once the client has taken its first job for done.
+    b = fakes(delay=0.2, vanish_after=2, vanish_when=lambda: done_on(out, b.url) == 1)
     rc, text = run(capsys, *grid_args(images, out, a, b))
     assert rc == 0, text
     assert "is down" in text
@@ -337,8 +347,8 @@ def test_restarted_server_loses_prompts_and_they_are_sent_again(tmp_path, images
 
 
 def test_all_servers_down_stops_and_rerun_resumes(tmp_path, images, fakes, capsys):
-    fake = fakes(delay=0.1, vanish_after=3)
     out = tmp_path / "out"
+    fake = fakes(delay=0.1, vanish_after=3, vanish_when=lambda: done_on(out) == 2)
     rc, text = run(capsys, *grid_args(images, out, fake))
     assert rc == 3 and "all servers are down" in text and "rerun to resume" in text
     assert len([n for n in outputs(out) if n.endswith(".png")]) == 2
