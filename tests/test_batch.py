@@ -236,6 +236,9 @@ def test_interrupt_from_a_hook_in_process(tmp_path, images, fakes, capsys, monke
     assert rc == 130 and "interrupted" in text
     states = [j["state"] for j in manifest(out)["jobs"].values()]
     assert states.count("done") == 2
+    # In a process of its own the run's threads end with it; here they outlive it: wait for them, so that none
+    # sends a prompt it recorded after the rerun has looked for it.
+    wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("job ")], what="attempts to end")
     monkeypatch.setattr(cli, "Display", Display)
     rc, text = run(capsys, *grid_args(images, out, fake))
     assert rc == 0 and "4 done, 2 skipped" in text
