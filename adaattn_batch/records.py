@@ -112,6 +112,14 @@ class Run:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
+@dataclass(frozen=True)
+class Sent:
+    """A prompt an earlier run sent, to collect from its server before anything is sent again."""
+
+    server: Server
+    prompt_id: str
+
+
 class OutcomeKind(Enum):
     DONE = "done"  # outputs downloaded to temporary files
     FAILED = "failed"  # an execution error, a timeout, a bad answer or a local error

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .attempt import TEMP_PREFIX
 from .jobs import Job, Plan
 from .manifest import JobRecord, JobState, Manifest
 from .progress import Display
-from .records import Server
+from .records import Sent, Server
 
 
-def reconcile(plan: Plan, manifest: Manifest, servers: list[Server], out_dir: Path,
-              display: Display) -> tuple[list[Job], dict[str, tuple[Server, str]], list[str]]:  # fmt: skip
-    """Bring the manifest's records in line with the plan.
+@dataclass
+class Resumed:
+    pending: list[Job] = field(default_factory=list)  # to run, in plan order
+    sent: dict[str, Sent] = field(default_factory=dict)  # job id -> its prompt from an earlier run, to collect
+    done: list[str] = field(default_factory=list)  # finished before, outputs in place
 
-    Returns the jobs to run, in plan order; the prompts an earlier run sent, to collect first
-    (job id -> (server, prompt id)); and the ids of the jobs already done.
-    """
+
+def reconcile(plan: Plan, manifest: Manifest, servers: list[Server], out_dir: Path, display: Display) -> Resumed:
+    """Bring the manifest's records in line with the plan: what is finished, what to collect, what to run."""
     by_url = {s.url: s for s in servers}
-    pending: list[Job] = []
-    adopt: dict[str, tuple[Server, str]] = {}
-    skipped: list[str] = []
+    resumed = Resumed()
+    pending, skipped = resumed.pending, resumed.done
     for job in plan.jobs:
         rec = manifest.jobs.get(job.id)
         if rec is None or rec.key != job.key:
@@ -40,13 +42,13 @@ def reconcile(plan: Plan, manifest: Manifest, servers: list[Server], out_dir: Pa
         elif rec.state is JobState.SUBMITTED:
             server = by_url.get(rec.server)
             if server is not None:
-                adopt[job.id] = (server, rec.prompt_id)
+                resumed.sent[job.id] = Sent(server, rec.prompt_id)
                 continue
             manifest.apply(job.id, JobRecord.withdraw)  # sent to a server not in this run
         elif rec.state is JobState.FAILED:  # a rerun tries again, with fresh attempts
             manifest.apply(job.id, JobRecord.resume)
         pending.append(job)
-    return pending, adopt, skipped
+    return resumed
 
 
 def missing_outputs(rec: JobRecord, out_dir: Path) -> str | None:

@@ -22,7 +22,19 @@ from .jobs import FileHasher, Job, Plan
 from .manifest import ErrorKind, JobRecord, JobState, Manifest, OutputRecord
 from .options import Options
 from .progress import Display, Summary, plural
-from .records import AttemptEnded, DepthSeen, Event, Outcome, OutcomeKind, Run, Server, ServerBack, ServerLost, discard
+from .records import (
+    AttemptEnded,
+    DepthSeen,
+    Event,
+    Outcome,
+    OutcomeKind,
+    Run,
+    Sent,
+    Server,
+    ServerBack,
+    ServerLost,
+    discard,
+)
 from .resume import reconcile, remove_stale_temps
 from .servers import Monitor, down_reasons, drop_prompts, probe_all, server_report, servers_status
 
@@ -56,7 +68,7 @@ class Scheduler:
         self.closing = False
         self.jobs = {job.id: job for job in plan.jobs}
         self.pending: deque[Job] = deque()
-        self.adopt: dict[str, tuple[Server, str]] = {}  # job id -> (server, prompt id) to collect first
+        self.adopt: dict[str, Sent] = {}  # prompts an earlier run sent, to collect first
         self.avoid: dict[str, set[str]] = {}  # job id -> servers where it failed
         self.summary = Summary(total=len(plan.jobs))
         self.probed = False
@@ -68,10 +80,10 @@ class Scheduler:
     def prepare(self) -> None:
         """Reconcile the manifest with the plan: what is finished, what to collect, what to run."""
         with self.manifest.deferred():
-            pending, adopt, skipped = reconcile(self.plan, self.manifest, self.servers, self.out_dir, self.display)
-        self.pending.extend(pending)
-        self.adopt.update(adopt)
-        self.summary.skipped.extend(skipped)
+            resumed = reconcile(self.plan, self.manifest, self.servers, self.out_dir, self.display)
+        self.pending.extend(resumed.pending)
+        self.adopt.update(resumed.sent)
+        self.summary.skipped.extend(resumed.done)
         remove_stale_temps(self.out_dir)
 
     # ------------------------------------------------------------------ main loop
@@ -145,13 +157,14 @@ class Scheduler:
     def _dispatch(self) -> None:
         if self.closing:
             return
-        for job_id, (server, pid) in list(self.adopt.items()):  # prompts sent by an earlier run
+        for job_id, sent in list(self.adopt.items()):  # prompts sent by an earlier run
+            server = sent.server
             if server.up and len(server.running) < self.options.per_server:
                 del self.adopt[job_id]
-                self._start(self.jobs[job_id], server, adopt=pid)
+                self._start(self.jobs[job_id], server, adopt=sent.prompt_id)
             elif not server.up:  # run it elsewhere; the prompt there is dropped when it answers again
                 del self.adopt[job_id]
-                server.orphans.add(pid)
+                server.orphans.add(sent.prompt_id)
                 self.pending.appendleft(self.jobs[job_id])
         while self.pending:
             free = [s for s in self.servers if s.up and len(s.running) < self.options.per_server]
