@@ -166,6 +166,7 @@ class Manifest:
         self.path = path
         self.data = data  # everything but the jobs: format, recipe, input file hashes...
         self._jobs = jobs
+        self._json = {job_id: rec.to_json() for job_id, rec in jobs.items()}  # kept with the records: saves are cheap
         self.lock = threading.RLock()
         self._lock_fh = None
         self._saved = ""  # what is on disk, to skip writes that change nothing
@@ -201,6 +202,7 @@ class Manifest:
             for job_id, record in raw.items():
                 try:
                     manifest._jobs[job_id] = JobRecord.from_json(record)
+                    manifest._json[job_id] = manifest._jobs[job_id].to_json()
                 except (ValueError, KeyError, TypeError, AttributeError) as e:
                     raise BatchError(f"{path}: job {job_id!r} is not a valid record ({e}); move the manifest away "
                                      "to start over") from None  # fmt: skip
@@ -237,6 +239,7 @@ class Manifest:
     def _store(self, job_id: str, record: JobRecord) -> JobRecord:
         with self.lock:
             self._jobs[job_id] = record
+            self._json[job_id] = record.to_json()
             self.save()
             return record
 
@@ -256,7 +259,7 @@ class Manifest:
         with self.lock:
             if self._deferred:
                 return
-            doc = {**self.data, "jobs": {job_id: rec.to_json() for job_id, rec in self._jobs.items()}}
+            doc = {**self.data, "jobs": self._json}
             body = json.dumps({k: v for k, v in doc.items() if k != "updated"}, sort_keys=True)
             if body == self._saved:
                 return
