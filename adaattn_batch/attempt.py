@@ -11,14 +11,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .client import execution_error, output_files
-from .errors import PromptRejected, ServerDown, ServerError
-from .jobs import UPLOAD_FOLDER, FileHasher, Job, OutputMismatch, Plan, safe_name
+from .errors import Down, DownReason, PromptRejected, ServerDown, ServerError
+from .jobs import UPLOAD_FOLDER, FileHasher, OutputMismatch, Plan, safe_name
 from .options import Options
-from .servers import Server
+from .records import Download, Outcome, OutcomeKind, Run, discard
 from .workflow import apply
 
 TEMP_PREFIX = ".adaattn-batch-"  # temporary download files in the output folder
@@ -41,27 +41,6 @@ class ExecutionFailed(Exception):
 
 
 @dataclass
-class Run:
-    """One attempt of one job on one server."""
-
-    job: Job
-    server: Server
-    token: int
-    adopt: str | None = None  # a prompt id from an earlier run to collect instead of submitting
-    started: float = field(default_factory=time.monotonic)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass
-class Outcome:
-    kind: str  # done | failed | rejected | lost | vanished | cancelled
-    message: str = ""
-    retry: bool = True
-    files: list[dict] = field(default_factory=list)  # {tmp, name, size, sha256, source}
-    exec_seconds: float | None = None  # from the history's timestamps: execution on the server
-
-
-@dataclass
 class AttemptRunner:
     """Carries out attempts; what it needs of the scheduler's state comes in as two callables."""
 
@@ -78,21 +57,21 @@ class AttemptRunner:
         try:
             return self._attempt(run)
         except Cancelled:
-            return Outcome("cancelled")
+            return Outcome(OutcomeKind.CANCELLED)
         except ServerDown as e:
-            return Outcome("lost", str(e))
+            return Outcome(OutcomeKind.LOST, str(e), down=e.down)
         except Vanished as e:
-            return Outcome("vanished", str(e))
+            return Outcome(OutcomeKind.VANISHED, str(e))
         except PromptRejected as e:
-            return Outcome("rejected", str(e), retry=False)
+            return Outcome(OutcomeKind.REJECTED, str(e), retry=False)
         except OutputMismatch as e:
-            return Outcome("failed", str(e), retry=False)
+            return Outcome(OutcomeKind.FAILED, str(e), retry=False)
         except (ServerError, ExecutionFailed, JobTimeout) as e:
-            return Outcome("failed", str(e))
+            return Outcome(OutcomeKind.FAILED, str(e))
         except OSError as e:
-            return Outcome("failed", f"local error: {e}", retry=False)
+            return Outcome(OutcomeKind.FAILED, f"local error: {e}", retry=False)
         except Exception as e:  # noqa: BLE001  (a bug must cost one job, not the batch)
-            return Outcome("failed", f"client error: {type(e).__name__}: {e}")
+            return Outcome(OutcomeKind.FAILED, f"client error: {type(e).__name__}: {e}")
 
     def _attempt(self, run: Run) -> Outcome:
         client = run.server.client
@@ -168,7 +147,7 @@ class AttemptRunner:
         if run.cancelled.is_set() or self.closing():
             raise Cancelled
         if run.server.gone.is_set():
-            raise ServerDown(f"{run.server.url}: marked down")
+            raise ServerDown(run.server.url, Down(DownReason.MARKED))
 
     def _wait(self, run: Run, pid: str, sent: float | None) -> dict:
         """Until the prompt is in the server's history (the source of truth), which the websocket hastens."""
@@ -220,7 +199,7 @@ class AttemptRunner:
             raise ExecutionFailed(execution_error(entry))
         files = output_files(entry, set(self.plan.output_nodes) if self.plan.output_nodes else None)
         names = run.job.output_names([f["filename"] for f in files])
-        got: list[dict] = []
+        got: list[Download] = []
         try:
             for f, name in zip(files, names):
                 if name is None:
@@ -230,16 +209,15 @@ class AttemptRunner:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 tmp = final.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex[:8]}-{final.name}.part"
                 digest = hashlib.sha256()
-                got.append({"tmp": str(tmp), "name": name, "size": 0, "sha256": "",
-                            "source": {k: f.get(k, "") for k in ("filename", "subfolder", "type")}})  # fmt: skip
+                got.append(Download(tmp, name, {k: f.get(k, "") for k in ("filename", "subfolder", "type")}))
                 with open(tmp, "wb") as fh:
-                    got[-1]["size"] = run.server.client.view(f, fh, digest.update)
+                    got[-1].size = run.server.client.view(f, fh, digest.update)
                     fh.flush()
-                got[-1]["sha256"] = digest.hexdigest()
+                got[-1].sha256 = digest.hexdigest()
         except BaseException:
-            discard(Outcome("done", files=got))
+            discard(got)
             raise
-        return Outcome("done", files=got, exec_seconds=execution_seconds(entry))
+        return Outcome(OutcomeKind.DONE, files=got, exec_seconds=execution_seconds(entry))
 
 
 def execution_seconds(entry: dict) -> float | None:
@@ -251,9 +229,3 @@ def execution_seconds(entry: dict) -> float | None:
     if "execution_start" in stamps and "execution_success" in stamps:
         return round(max(0, stamps["execution_success"] - stamps["execution_start"]) / 1000, 3)
     return None
-
-
-def discard(outcome: Outcome) -> None:
-    """Delete an outcome's temporary downloads (an attempt that failed midway, or a stale one)."""
-    for f in outcome.files:
-        Path(f["tmp"]).unlink(missing_ok=True)

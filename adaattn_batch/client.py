@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode, urlsplit
 
-from .errors import PromptRejected, ServerDown, ServerError
+from .errors import Down, DownReason, PromptRejected, ServerDown, ServerError
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -66,7 +66,7 @@ class ComfyClient:
                 refused = isinstance(reason, ConnectionRefusedError)
                 timed_out = isinstance(reason, (socket.timeout, TimeoutError))
                 if attempt + 1 == tries or timed_out or (method != "GET" and not refused):
-                    raise ServerDown(f"{self.url}: {_describe(reason)}") from e
+                    raise ServerDown(self.url, describe_failure(reason)) from e
                 time.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
 
@@ -138,7 +138,7 @@ class ComfyClient:
         except urllib.error.HTTPError as e:
             raise ServerError(f"{self.url}/view: HTTP {e.code} for {file['filename']}") from e
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-            raise ServerDown(f"{self.url}: {_describe(getattr(e, 'reason', e))}") from e
+            raise ServerDown(self.url, describe_failure(getattr(e, "reason", e))) from e
         return size
 
     def interrupt(self, prompt_id: str) -> None:
@@ -237,11 +237,12 @@ def _json(data: bytes, where: str) -> Any:
         raise ServerError(f"{where}: not JSON ({data[:80]!r})") from e
 
 
-def _describe(reason: object) -> str:
+def describe_failure(reason: object) -> Down:
+    """Why a request got no answer, as a reason (and the exception's text when it is none of the usual ones)."""
     if isinstance(reason, ConnectionRefusedError):
-        return "connection refused"
+        return Down(DownReason.REFUSED)
     if isinstance(reason, (socket.timeout, TimeoutError)):
-        return "timed out"
+        return Down(DownReason.TIMED_OUT)
     if isinstance(reason, ConnectionResetError):
-        return "connection reset"
-    return str(reason) or type(reason).__name__
+        return Down(DownReason.RESET)
+    return Down(DownReason.OTHER, str(reason) or type(reason).__name__)

@@ -2,65 +2,66 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .attempt import TEMP_PREFIX
 from .jobs import Job, Plan
-from .manifest import Manifest, new_record
+from .manifest import JobRecord, JobState, Manifest
 from .progress import Display
-from .servers import Server
+from .records import Sent, Server
 
 
-def reconcile(plan: Plan, manifest: Manifest, servers: list[Server], out_dir: Path,
-              display: Display) -> tuple[list[Job], dict[str, tuple[Server, str]], list[str]]:  # fmt: skip
-    """Bring the manifest's records in line with the plan (the caller holds the manifest's lock).
+@dataclass
+class Resumed:
+    pending: list[Job] = field(default_factory=list)  # to run, in plan order
+    sent: dict[str, Sent] = field(default_factory=dict)  # job id -> its prompt from an earlier run, to collect
+    done: list[str] = field(default_factory=list)  # finished before, outputs in place
 
-    Returns the jobs to run, in plan order; the prompts an earlier run sent, to collect first
-    (job id -> (server, prompt id)); and the ids of the jobs already done.
-    """
+
+def reconcile(plan: Plan, manifest: Manifest, servers: list[Server], out_dir: Path, display: Display) -> Resumed:
+    """Bring the manifest's records in line with the plan: what is finished, what to collect, what to run."""
     by_url = {s.url: s for s in servers}
-    pending: list[Job] = []
-    adopt: dict[str, tuple[Server, str]] = {}
-    skipped: list[str] = []
+    resumed = Resumed()
+    pending, skipped = resumed.pending, resumed.done
     for job in plan.jobs:
         rec = manifest.jobs.get(job.id)
-        if rec is None or rec.get("key") != job.key:
-            manifest.jobs[job.id] = new_record(job.key)
+        if rec is None or rec.key != job.key:
+            manifest.start(job.id, job.key)
             if rec is not None:
                 display.note(f"redo    {job.id}: its inputs changed")
             pending.append(job)
             continue
-        state = rec.get("state")
-        if state == "done":
+        if rec.state is JobState.DONE:
             missing = missing_outputs(rec, out_dir)
             if not missing:
                 skipped.append(job.id)
                 continue
             display.note(f"redo    {job.id}: output {missing} is missing or changed")
-            rec.update(state="pending", outputs=[])
-        elif state == "submitted" and rec.get("prompt_id"):
-            server = by_url.get(rec.get("server"))
+            manifest.apply(job.id, JobRecord.resume)
+        elif rec.state is JobState.SUBMITTED:
+            server = by_url.get(rec.server)
             if server is not None:
-                adopt[job.id] = (server, rec["prompt_id"])
+                resumed.sent[job.id] = Sent(server, rec.prompt_id)
                 continue
-            rec.update(state="pending")
-        elif state != "pending":  # failed before: a rerun tries again, with fresh attempts
-            rec.update(state="pending", attempts=0, losses=0)
+            manifest.apply(job.id, JobRecord.withdraw)  # sent to a server not in this run
+        elif rec.state is JobState.FAILED:  # a rerun tries again, with fresh attempts
+            manifest.apply(job.id, JobRecord.resume)
         pending.append(job)
-    return pending, adopt, skipped
+    return resumed
 
 
-def missing_outputs(rec: dict, out_dir: Path) -> str | None:
+def missing_outputs(rec: JobRecord, out_dir: Path) -> str | None:
     """The first recorded output of a done job that is gone or has another size (None: all there)."""
-    if not rec.get("outputs"):
+    if not rec.outputs:
         return "(none recorded)"
-    for out in rec["outputs"]:
-        path = out_dir / out["file"]
+    for out in rec.outputs:
+        path = out_dir / out.file
         try:
-            if path.stat().st_size != out["size"]:
-                return out["file"]
+            if path.stat().st_size != out.size:
+                return out.file
         except OSError:
-            return out["file"]
+            return out.file
     return None
 
 

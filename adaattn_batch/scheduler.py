@@ -16,14 +16,27 @@ import uuid
 from collections import deque
 from pathlib import Path
 
-from .attempt import AttemptRunner, Outcome, Run, discard
-from .errors import AllServersDown
+from .attempt import AttemptRunner
+from .errors import AllServersDown, Down, DownReason
 from .jobs import FileHasher, Job, Plan
-from .manifest import Manifest, _now
+from .manifest import ErrorKind, JobRecord, JobState, Manifest, OutputRecord
 from .options import Options
 from .progress import Display, Summary, plural
+from .records import (
+    AttemptEnded,
+    DepthSeen,
+    Event,
+    Outcome,
+    OutcomeKind,
+    Run,
+    Sent,
+    Server,
+    ServerBack,
+    ServerLost,
+    discard,
+)
 from .resume import reconcile, remove_stale_temps
-from .servers import Monitor, Server, down_reasons, drop_prompts, probe_all, server_report, servers_status
+from .servers import Monitor, down_reasons, drop_prompts, probe_all, server_report, servers_status
 
 __all__ = ["Options", "Scheduler"]  # Options is defined in .options; the CLI imports both from here
 
@@ -47,13 +60,15 @@ class Scheduler:
         self.client_id = uuid.uuid4().hex
         self.inbox: queue.Queue = queue.Queue()
         self.stopping = threading.Event()
-        self.lock = manifest.lock  # one lock for manifest and tokens: submissions check both at once
-        self.tokens: dict[str, int] = {}
+        # Guards the tokens and ``closing``, which attempt threads read; taken before the manifest's own lock,
+        # so that checking an attempt's token and recording its submission are one step.
+        self.lock = threading.Lock()
+        self.tokens: dict[str, int] = {}  # job id -> the token of its current attempt
         self._next_token = 0
         self.closing = False
         self.jobs = {job.id: job for job in plan.jobs}
         self.pending: deque[Job] = deque()
-        self.adopt: dict[str, tuple[Server, str]] = {}  # job id -> (server, prompt id) to collect first
+        self.adopt: dict[str, Sent] = {}  # prompts an earlier run sent, to collect first
         self.avoid: dict[str, set[str]] = {}  # job id -> servers where it failed
         self.summary = Summary(total=len(plan.jobs))
         self.probed = False
@@ -64,12 +79,11 @@ class Scheduler:
 
     def prepare(self) -> None:
         """Reconcile the manifest with the plan: what is finished, what to collect, what to run."""
-        with self.lock:
-            pending, adopt, skipped = reconcile(self.plan, self.manifest, self.servers, self.out_dir, self.display)
-            self.pending.extend(pending)
-            self.adopt.update(adopt)
-            self.summary.skipped.extend(skipped)
-            self.manifest.save()
+        with self.manifest.deferred():
+            resumed = reconcile(self.plan, self.manifest, self.servers, self.out_dir, self.display)
+        self.pending.extend(resumed.pending)
+        self.adopt.update(resumed.sent)
+        self.summary.skipped.extend(resumed.done)
         remove_stale_temps(self.out_dir)
 
     # ------------------------------------------------------------------ main loop
@@ -126,28 +140,31 @@ class Scheduler:
                 raise AllServersDown(f"all servers are down: {down_reasons(self.servers)}")
             self.display.status(self._status_text())
 
-    def _handle(self, message: tuple) -> None:
-        kind, server = message[0], message[1]
-        if kind == "depth":
-            if server.up:
-                server.depth = message[2]
-        elif kind == "down":
-            self._server_down(server, message[2])
-        elif kind == "up":
-            self._server_up(server, message[2])
-        elif kind == "result":
-            self._result(message[1], message[2])
+    def _handle(self, event: Event) -> None:
+        if isinstance(event, DepthSeen):
+            if event.server.up:
+                event.server.depth = event.depth
+        elif isinstance(event, ServerLost):
+            with self.lock:
+                self._server_down(event.server, event.down)
+        elif isinstance(event, ServerBack):
+            self._server_up(event.server, event.depth)
+        elif isinstance(event, AttemptEnded):
+            self._result(event.run, event.outcome)
+        else:
+            raise TypeError(f"unknown event {event!r}")
 
     def _dispatch(self) -> None:
         if self.closing:
             return
-        for job_id, (server, pid) in list(self.adopt.items()):  # prompts sent by an earlier run
+        for job_id, sent in list(self.adopt.items()):  # prompts sent by an earlier run
+            server = sent.server
             if server.up and len(server.running) < self.options.per_server:
                 del self.adopt[job_id]
-                self._start(self.jobs[job_id], server, adopt=pid)
+                self._start(self.jobs[job_id], server, adopt=sent.prompt_id)
             elif not server.up:  # run it elsewhere; the prompt there is dropped when it answers again
                 del self.adopt[job_id]
-                server.orphans.add(pid)
+                server.orphans.add(sent.prompt_id)
                 self.pending.appendleft(self.jobs[job_id])
         while self.pending:
             free = [s for s in self.servers if s.up and len(s.running) < self.options.per_server]
@@ -169,15 +186,14 @@ class Scheduler:
         threading.Thread(target=self._attempt_thread, args=(run,), daemon=True, name=f"job {job.id}").start()
 
     def _attempt_thread(self, run: Run) -> None:
-        self.inbox.put(("result", run, self.attempts.outcome(run)))
+        self.inbox.put(AttemptEnded(run, self.attempts.outcome(run)))
 
     def _record_submit(self, run: Run, pid: str) -> bool:
         """Called by an attempt before it sends its prompt: False if the attempt is no longer wanted."""
         with self.lock:
             if self.closing or run.cancelled.is_set() or self.tokens.get(run.job.id) != run.token:
                 return False
-            self.manifest.update(run.job.id, state="submitted", server=run.server.url, prompt_id=pid,
-                                 submitted_at=_now())  # fmt: skip
+            self.manifest.apply(run.job.id, JobRecord.submit, run.server.url, pid)
             return True
 
     # ------------------------------------------------------------------ results
@@ -186,98 +202,88 @@ class Scheduler:
         job, server = run.job, run.server
         with self.lock:
             if self.tokens.get(job.id) != run.token:  # a stale attempt (its job moved on): forget it
-                discard(outcome)
+                discard(outcome.files)
                 return
-            if outcome.kind == "lost":  # the server stopped answering: all its jobs move, this one included
-                self._server_down(server, outcome.message.split(": ", 1)[-1])
+            if outcome.kind is OutcomeKind.LOST:  # the server stopped answering: all its jobs move, this one included
+                self._server_down(server, outcome.down or Down(DownReason.OTHER, outcome.message))
                 return
             del self.tokens[job.id]
             server.running.pop(job.id, None)
-            rec = self.manifest.jobs[job.id]
-            if outcome.kind == "done":
-                self._finish(run, outcome, rec)
-            elif outcome.kind == "rejected":
-                self.manifest.add_error(job.id, "validation", outcome.message, server.url, state="failed",
-                                        attempts=rec["attempts"] + 1, finished_at=_now())  # fmt: skip
-                self.summary.failed[job.id] = outcome.message
-                self.display.job_failed(job.id, server.label, outcome.message)
-            elif outcome.kind == "failed":
-                attempts = rec["attempts"] + 1
-                allowed = self.options.retries + 1
-                if outcome.retry and attempts < allowed:
-                    self.manifest.add_error(job.id, "execution", outcome.message, server.url, state="pending",
-                                            attempts=attempts)  # fmt: skip
-                    self.avoid.setdefault(job.id, set()).add(server.url)
-                    self.pending.append(job)
-                    self.display.job_retry(job.id, server.label, outcome.message, attempts, allowed)
-                else:
-                    self.manifest.add_error(job.id, "execution", outcome.message, server.url, state="failed",
-                                            attempts=attempts, finished_at=_now())  # fmt: skip
-                    self.summary.failed[job.id] = outcome.message
-                    self.display.job_failed(job.id, server.label, outcome.message)
-            elif outcome.kind == "vanished":
-                self._lost(run, rec, outcome.message)
+            if outcome.kind is OutcomeKind.DONE:
+                self._finish(run, outcome)
+            elif outcome.kind is OutcomeKind.REJECTED:
+                self._failed(run, ErrorKind.VALIDATION, outcome.message)
+            elif outcome.kind is OutcomeKind.FAILED:
+                attempts, allowed = self.manifest.jobs[job.id].attempts + 1, self.options.retries + 1
+                if not (outcome.retry and attempts < allowed):
+                    self._failed(run, ErrorKind.EXECUTION, outcome.message)
+                    return
+                self.manifest.apply(job.id, JobRecord.retry, ErrorKind.EXECUTION, outcome.message, server.url)
+                self.avoid.setdefault(job.id, set()).add(server.url)
+                self.pending.append(job)
+                self.display.job_retry(job.id, server.label, outcome.message, attempts, allowed)
+            elif outcome.kind is OutcomeKind.VANISHED:
+                self._lost(run, outcome.message)
+            else:  # CANCELLED while it was still the job's attempt: only when the run stops; run it again if not
+                self.pending.appendleft(job)
 
-    def _finish(self, run: Run, outcome: Outcome, rec: dict) -> None:
+    def _finish(self, run: Run, outcome: Outcome) -> None:
         records = []
         try:
             for f in outcome.files:
-                final = self.out_dir / f["name"]
+                final = self.out_dir / f.name
                 final.parent.mkdir(parents=True, exist_ok=True)
-                Path(f["tmp"]).replace(final)
-                records.append({"file": f["name"], "size": f["size"], "sha256": f["sha256"], "source": f["source"]})
+                Path(f.tmp).replace(final)
+                records.append(OutputRecord(f.name, f.size, f.sha256, f.source))
         except OSError as e:  # the output folder is full or gone: retrying on a server cannot help
-            discard(outcome)
-            message = f"cannot save {f['name']}: {e.strerror or e}"
-            self.manifest.add_error(run.job.id, "local", message, run.server.url, state="failed",
-                                    attempts=rec["attempts"] + 1, finished_at=_now())  # fmt: skip
-            self.summary.failed[run.job.id] = message
-            self.display.job_failed(run.job.id, run.server.label, message)
+            discard(outcome.files)
+            self._failed(run, ErrorKind.LOCAL, f"cannot save {f.name}: {e.strerror or e}")
             return
         seconds = round(time.monotonic() - run.started, 3)
-        self.manifest.update(run.job.id, state="done", outputs=records, finished_at=_now(), seconds=seconds,
-                             exec_seconds=outcome.exec_seconds, server=run.server.url)  # fmt: skip
+        self.manifest.apply(run.job.id, JobRecord.finish, run.server.url, records, seconds, outcome.exec_seconds)
         run.server.done += 1
         self.summary.done.append(run.job.id)
         self.summary.seconds.append(seconds)
         if outcome.exec_seconds is not None:
             self.summary.exec_seconds.append(outcome.exec_seconds)
-        self.display.job_done(run.job.id, run.server.label, seconds, [r["file"] for r in records])
+        self.display.job_done(run.job.id, run.server.label, seconds, [r.file for r in records])
 
-    def _lost(self, run: Run, rec: dict, message: str, announce: bool = True) -> None:
+    def _failed(self, run: Run, kind: ErrorKind, message: str) -> None:
+        self.manifest.apply(run.job.id, JobRecord.fail, kind, message, run.server.url)
+        self.summary.failed[run.job.id] = message
+        self.display.job_failed(run.job.id, run.server.label, message)
+
+    def _lost(self, run: Run, message: str, announce: bool = True) -> None:
         """The job's server lost it: run it elsewhere, unless that keeps happening (a job that kills servers)."""
         job, server = run.job, run.server
-        if rec.get("prompt_id") and rec.get("server") == server.url:
-            server.orphans.add(rec["prompt_id"])  # dropped there when the server answers again
-        losses = rec.get("losses", 0) + 1
-        if losses > self.options.retries + 1:
-            message = f"{message} (lost {losses} times; it may be what brings the servers down)"
-            self.manifest.add_error(job.id, "lost", message, server.url, state="failed", losses=losses,
-                                    finished_at=_now())  # fmt: skip
-            self.summary.failed[job.id] = message
-            self.display.job_failed(job.id, server.label, message)
+        rec = self.manifest.jobs[job.id]
+        if rec.prompt_id and rec.server == server.url:
+            server.orphans.add(rec.prompt_id)  # dropped there when the server answers again
+        rec = self.manifest.apply(job.id, JobRecord.lose, message, server.url, self.options.retries + 1)
+        if rec.state is JobState.FAILED:
+            self.summary.failed[job.id] = rec.errors[-1].message
+            self.display.job_failed(job.id, server.label, rec.errors[-1].message)
             return
-        self.manifest.add_error(job.id, "lost", message, server.url, state="pending", losses=losses)
         self.pending.appendleft(job)
         if announce:
             self.display.job_moved(job.id, server.label, message)
 
-    def _server_down(self, server: Server, reason: str) -> None:
-        with self.lock:
-            if not server.up:
-                return
-            server.up = False
-            server.gone.set()
-            server.downs += 1
-            server.down_reason = reason
-            server.uploads.clear()  # it may come back with an empty input folder
-            moved = list(server.running.values())
-            server.running.clear()
-            self.display.server_down(server.label, reason, [run.job.id for run in moved])
-            for run in moved:
-                run.cancelled.set()
-                self.tokens.pop(run.job.id, None)
-                self._lost(run, self.manifest.jobs[run.job.id], f"{server.label} went down ({reason})", False)
+    def _server_down(self, server: Server, down: Down) -> None:
+        """Mark it down and move its jobs away (the caller holds ``self.lock``)."""
+        if not server.up:
+            return
+        server.up = False
+        server.gone.set()
+        server.downs += 1
+        server.down = down
+        server.uploads.clear()  # it may come back with an empty input folder
+        moved = list(server.running.values())
+        server.running.clear()
+        self.display.server_down(server.label, str(down), [run.job.id for run in moved])
+        for run in moved:
+            run.cancelled.set()
+            self.tokens.pop(run.job.id, None)
+            self._lost(run, f"{server.label} went down ({down})", False)
 
     def _server_up(self, server: Server, depth: int) -> None:
         if server.up:
@@ -301,9 +307,9 @@ class Scheduler:
         if interrupted and self.options.cancel_on_interrupt:
             for run in runs:
                 rec = self.manifest.jobs[run.job.id]
-                if rec.get("state") == "submitted" and rec.get("prompt_id"):
-                    drop_prompts(run.server.client, {rec["prompt_id"]})
-                    rec.update(state="pending")
+                if rec.state is JobState.SUBMITTED:
+                    drop_prompts(run.server.client, {rec.prompt_id})
+                    self.manifest.apply(run.job.id, JobRecord.withdraw)
         self.manifest.save()
 
     def _status_text(self) -> str:

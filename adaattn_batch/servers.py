@@ -1,4 +1,4 @@
-"""One server as the scheduler sees it: its state, what it says of our prompts, and its own threads.
+"""The servers' own threads and what is shown of them: probes, monitors, websocket listeners, reports.
 
 Each server has a monitor thread (``GET /queue`` for its depth, probes while it is down) and a
 websocket listener; both only report, through the scheduler's inbox or the server's tracker.
@@ -11,96 +11,16 @@ import json
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from .client import ComfyClient
-from .errors import AllServersDown, ServerDown, ServerError
+from .errors import AllServersDown, Down, DownReason, ServerDown, ServerError
+from .manifest import JobRecord
 from .options import Options
 from .progress import Display
+from .records import DepthSeen, Server, ServerBack, ServerLost
 from .websocket import HandshakeRefused, WebSocket, WebSocketError
-
-if TYPE_CHECKING:
-    from .attempt import Run
-
-
-class Tracker:
-    """What the websocket and the /queue polls tell about our prompts on one server."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self.finished: set[str] = set()
-        self.started: dict[str, float] = {}
-        self.progress: dict[str, tuple[int, int]] = {}
-        self.snapshot: tuple[float, set[str]] = (0.0, set())  # (time, prompt ids queued or running)
-        self.ws_since: float | None = None  # when the websocket's first message came (None: not connected)
-
-    def feed(self, message: dict) -> None:
-        kind, data = message.get("type"), message.get("data") or {}
-        pid = data.get("prompt_id") if isinstance(data, dict) else None
-        if not pid:
-            return
-        with self._cond:
-            if kind in ("execution_start", "executing", "progress", "execution_cached"):
-                self.started.setdefault(pid, time.monotonic())
-            if kind == "progress":
-                self.progress[pid] = (int(data.get("value", 0)), int(data.get("max", 0)))
-            if kind in ("execution_success", "execution_error", "execution_interrupted") or (
-                kind == "executing" and data.get("node") is None
-            ):
-                self.finished.add(pid)
-                self._cond.notify_all()
-
-    def queue_seen(self, running: list[str], pending: list[str], asked: float | None = None) -> None:
-        """A /queue answer; ``asked``: when the request was sent (the answer is at least that recent)."""
-        now = time.monotonic()
-        with self._cond:
-            for pid in running:
-                self.started.setdefault(pid, now)
-            self.snapshot = (asked if asked is not None else now, set(running) | set(pending))
-
-    def ws_covers(self, since: float | None) -> bool:
-        """True if the websocket has been listening since ``since``, so no event after it was missed."""
-        ws = self.ws_since
-        return since is not None and ws is not None and ws <= since
-
-    def wait(self, pid: str, timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: pid in self.finished, timeout)
-
-    def seen_finished(self, pid: str) -> None:
-        with self._cond:
-            self.finished.discard(pid)
-
-    def forget(self, pid: str) -> None:
-        with self._cond:
-            self.finished.discard(pid)
-            self.started.pop(pid, None)
-            self.progress.pop(pid, None)
-
-
-class Server:
-    def __init__(self, index: int, url: str, options: Options):
-        self.index = index
-        self.client = ComfyClient(url, options.http_timeout, options.headers)
-        self.url = self.client.url
-        self.label = self.url.split("://", 1)[1]
-        self.up = False
-        self.gone = threading.Event()  # set while the scheduler counts this server as down
-        self.gone.set()
-        self.depth = 0
-        self.running: dict[str, Run] = {}
-        self.tracker = Tracker()
-        self.uploads: dict[str, str] = {}  # sha256 (or folder key) -> value for the workflow
-        self.upload_lock = threading.Lock()
-        self.file_locks: dict[str, threading.Lock] = {}
-        self.orphans: set[str] = set()  # prompt ids we gave up on here; removed when it answers again
-        self.ws_thread: threading.Thread | None = None
-        self.ws_supported = True
-        self.next_ws = 0.0
-        self.done = 0
-        self.downs = 0
-        self.down_reason = ""
 
 
 def probe_all(servers: list[Server], display: Display) -> None:
@@ -112,8 +32,10 @@ def probe_all(servers: list[Server], display: Display) -> None:
             s.tracker.queue_seen(running, pending)
             s.depth, s.up = len(running) + len(pending), True
             s.gone.clear()
-        except (ServerDown, ServerError) as e:
-            s.down_reason = str(e).split(": ", 1)[-1]
+        except ServerDown as e:
+            s.down = e.down
+        except ServerError as e:
+            s.down = Down(DownReason.OTHER, str(e))
 
     threads = [threading.Thread(target=probe, args=(s,), daemon=True) for s in servers]
     for t in threads:
@@ -122,13 +44,13 @@ def probe_all(servers: list[Server], display: Display) -> None:
         t.join()
     for s in servers:
         if not s.up:
-            display.line(f"server  {s.label} does not answer ({s.down_reason})", important=True)
+            display.line(f"server  {s.label} does not answer ({s.down})", important=True)
     if not any(s.up for s in servers):
         raise AllServersDown(f"no server answers: {down_reasons(servers)}")
 
 
 def down_reasons(servers: list[Server]) -> str:
-    return "; ".join(f"{s.label} ({s.down_reason})" for s in servers)
+    return "; ".join(f"{s.label} ({s.down})" for s in servers)
 
 
 @dataclass
@@ -152,9 +74,9 @@ class Monitor:
                     asked = time.monotonic()
                     running, pending = server.client.queue()
                     server.tracker.queue_seen(running, pending, asked)
-                    self.inbox.put(("depth", server, len(running) + len(pending)))
+                    self.inbox.put(DepthSeen(server, len(running) + len(pending)))
                 except ServerDown as e:
-                    self.inbox.put(("down", server, str(e).split(": ", 1)[-1]))
+                    self.inbox.put(ServerLost(server, e.down))
                 except ServerError:
                     pass
                 if opts.websocket and server.ws_supported and not server.gone.is_set():
@@ -170,7 +92,7 @@ class Monitor:
                 try:
                     running, pending = server.client.queue()
                     server.tracker.queue_seen(running, pending)
-                    self.inbox.put(("up", server, len(running) + len(pending)))
+                    self.inbox.put(ServerBack(server, len(running) + len(pending)))
                     while server.gone.is_set() and not self.stopping.wait(0.05):
                         pass  # until the main thread has taken it back
                 except (ServerDown, ServerError):
@@ -215,7 +137,7 @@ def drop_prompts(client: ComfyClient, ids: set[str]) -> None:
             return
 
 
-def servers_status(servers: list[Server], records: dict[str, dict]) -> str:
+def servers_status(servers: list[Server], records: Mapping[str, JobRecord]) -> str:
     """The servers' part of the status line: jobs in flight on each, with their progress where known."""
     parts = []
     for s in servers:
@@ -224,8 +146,8 @@ def servers_status(servers: list[Server], records: dict[str, dict]) -> str:
             continue
         prog = []
         for job_id in s.running:
-            rec = records.get(job_id) or {}
-            value = s.tracker.progress.get(rec.get("prompt_id") or "")
+            rec = records.get(job_id)
+            value = s.tracker.progress.get(rec.prompt_id or "") if rec else None
             prog.append(f"{value[0]}/{value[1]}" if value else "")
         shown = f" ({' '.join(p for p in prog if p)})" if any(prog) else ""
         parts.append(f"{s.label}: {len(s.running)} in flight{shown}")
@@ -240,6 +162,6 @@ def server_report(servers: list[Server]) -> dict[str, str]:
         if s.downs:
             text += f", went down {s.downs}x"
         if not s.up:
-            text += f", down ({s.down_reason})"
+            text += f", down ({s.down})"
         out[s.label] = text
     return out

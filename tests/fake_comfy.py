@@ -14,7 +14,11 @@ any ``*Stylize*`` node pairs each content image (or frame) with the style, and S
 a small real PNG per image whose text chunks name the SHA-256 of its inputs, so every output
 can be traced back. Knobs: ``delay`` per job, ``fail`` (jobs that fail N times, matched by an
 input's name), validation ``limits``, ``websocket`` on/off, ``vanish_after`` (the server
-disappears when its N-th job starts), ``vanish()``/``revive()`` and ``freeze()``.
+disappears when its N-th job starts, once ``vanish_when()`` holds or the earlier outputs were downloaded),
+``paused`` (queued jobs wait), ``pause_after`` (pauses itself once N jobs started),
+``wait_for_websocket`` (a job waits until its client listens), ``frozen`` (requests hang),
+``vanish()``/``revive()``. The knobs let tests hold the server at a chosen point instead of
+racing it against the client.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import threading
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -175,7 +180,9 @@ class NodeFailure(Exception):
 class FakeComfy:
     def __init__(self, root: str | Path, *, delay: float = 0.0, websocket: bool = True, ws_tricks: bool = True,
                  fail: dict[str, int] | None = None, limits: dict[str, tuple[float, float]] | None = None,
-                 vanish_after: int | None = None, known: set[str] | None = None):  # fmt: skip
+                 vanish_after: int | None = None, known: set[str] | None = None, paused: bool = False,
+                 pause_after: int | None = None, wait_for_websocket: bool = False,
+                 vanish_when: Callable[[], bool] | None = None):  # fmt: skip
         self.root = Path(root)
         self.input_dir, self.output_dir = self.root / "input", self.root / "output"
         self.input_dir.mkdir(parents=True, exist_ok=True)
@@ -186,6 +193,7 @@ class FakeComfy:
         self.fail = dict(fail or {})  # substring of an input name -> failures left
         self.limits = dict(limits or {"strength": (0.0, 1.0)})
         self.vanish_after = vanish_after
+        self.vanish_when = vanish_when  # checked before vanishing (default: every output was downloaded)
         self.known = set(known or REQUIRED)
         self.cond = threading.Condition()
         self.port = 0
@@ -198,6 +206,11 @@ class FakeComfy:
         self.ws_clients: list[str] = []
         self.started_jobs = 0
         self.frozen = False
+        self.paused = paused
+        self.pause_after = pause_after
+        self.wait_for_websocket = wait_for_websocket
+        self.saved: set[tuple[str, str]] = set()  # (subfolder, filename) of every output written
+        self.viewed: set[tuple[str, str]] = set()  # ... and of those downloaded through /view
 
     def _reset_state(self) -> None:
         self.generation = getattr(self, "generation", 0) + 1  # a restarted server forgets the old one's work
@@ -248,7 +261,6 @@ class FakeComfy:
     def revive(self) -> None:
         """Listen again on the same port, with an empty queue and history (a restarted server)."""
         self.vanish()
-        time.sleep(0.1)
         with self.cond:
             self._reset_state()
         self.start()
@@ -360,8 +372,8 @@ class FakeComfy:
     def _worker(self, generation: int) -> None:
         while True:
             with self.cond:
-                while self.alive and not self.queue and self.generation == generation:
-                    self.cond.wait(0.1)
+                while self.alive and self.generation == generation and not self._startable():
+                    self.cond.wait(0.02)
                 if not self.alive or self.generation != generation:
                     return
                 self.queue.sort(key=lambda q: q[0])
@@ -369,12 +381,27 @@ class FakeComfy:
                 self.running = item
                 self.interrupt_flag = False
                 self.started_jobs += 1
+                if self.pause_after is not None and self.started_jobs >= self.pause_after:
+                    self.paused = True
                 vanish = self.vanish_after is not None and self.started_jobs >= self.vanish_after
+                ready = self.vanish_when or (lambda: self.saved <= self.viewed)
+                while vanish and self.alive and not ready():
+                    self.cond.wait(0.02)  # e.g. until what finished before counts as finished
             if vanish:
-                time.sleep(min(self.delay, 0.2) or 0.05)
                 self.vanish()
                 return
             self._execute(item, generation)
+
+    def unpause(self) -> None:
+        """Run queued jobs again, and stop pausing after a number of them."""
+        self.pause_after = None
+        self.paused = False
+
+    def _startable(self) -> bool:
+        if not self.queue or self.paused:
+            return False
+        client = min(self.queue, key=lambda q: q[0])[3].get("client_id")
+        return not self.wait_for_websocket or client in self.sockets
 
     def _execute(self, item: tuple, gen: int) -> None:
         number, pid, prompt, extra = item
@@ -490,6 +517,8 @@ class FakeComfy:
                 text = {k: v for k, v in image.items() if k != "name"}
                 rgb = tuple(int(image.get("style", "80")[i : i + 2], 16) for i in (0, 2, 4))
                 (self.output_dir / sub / name).write_bytes(png_bytes(text, rgb))
+                with self.cond:
+                    self.saved.add((sub, name))
                 saved.append({"filename": name, "subfolder": sub, "type": "output"})
             return {"images": saved}
         return None
@@ -566,7 +595,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._reply(403, {})
             if not file.is_file():
                 return self._reply(404, {})
-            return self._reply(200, file.read_bytes(), "image/png")
+            self._reply(200, file.read_bytes(), "image/png")
+            with fake.cond:
+                fake.viewed.add((query.get("subfolder", ""), name))
+                fake.cond.notify_all()
+            return None
         return self._reply(404, {})
 
     def do_POST(self) -> None:
