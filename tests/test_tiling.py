@@ -1,0 +1,117 @@
+"""Tiled stylisation equals untiled, to float32 round-off, for every family and option."""
+
+import pytest
+import torch
+from conftest import rand_images
+
+from adaattn_model import tiling
+from adaattn_model.adaattn import StyleSource
+from adaattn_model.attention import AttentionSpec
+from adaattn_model.functional import crop_padding, pad_to_multiple
+from adaattn_model.pipeline import (
+    StylizeOptions,
+    decode_image,
+    encode_content,
+    encode_style,
+    stylize_features,
+)
+from adaattn_model.sampling import Sampling
+
+CONTENT = rand_images(1, 3, 100, 135, seed=1)  # padded to 112 x 144: not a multiple of the tiles below
+
+
+def untiled_and_tiled(models, family, options, sources_of, region=None, tile=48, content=CONTENT):
+    encoder, model = models["encoder"], models[family]
+    sources = sources_of(encoder, model)
+    with torch.no_grad():
+        encoded = encode_content(encoder, content, model.family.layers)
+        expected = decode_image(model, stylize_features(model, encoded, sources, options, region=region), encoded)
+        padded, pads = pad_to_multiple(content, 16, 32)
+        tiled = tiling.encode_tiled(encoder, padded, model.family.layers, tile, pads=pads)
+        stylised = stylize_features(model, tiled, sources, options, region=region)
+        got = crop_padding(tiling.decode_tiled(model, stylised, tile), pads)
+    return expected, got
+
+
+def assert_round_off(expected, got):
+    assert got.shape == expected.shape
+    diff = (got - expected).abs()
+    # float32 round-off of the untiled run itself is of this order (tests/test_parity.py allows 5e-4 / 2e-5)
+    assert diff.max().item() <= 1e-4 and diff.mean().item() <= 5e-6, (diff.max().item(), diff.mean().item())
+
+
+def one_style(seed=2, size=(64, 80), mask=None):
+    def make(encoder, model):
+        style = encode_style(encoder, rand_images(1, 3, *size, seed=seed), model.family.layers)
+        return [StyleSource(style, mask=mask)]
+
+    return make
+
+
+@pytest.mark.parametrize("family", ["official-image", "official-video", "lite"])
+@pytest.mark.parametrize("tile", [32, 80])
+def test_tiled_equals_untiled_for_every_family(models, family, tile):
+    assert_round_off(*untiled_and_tiled(models, family, StylizeOptions(), one_style(), tile=tile))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        StylizeOptions(alpha=0.6),
+        StylizeOptions(attention=AttentionSpec("cosine_softmax", 0.05)),
+        StylizeOptions(attention=AttentionSpec("cosine")),
+        StylizeOptions(sampling=Sampling("official", 7), layers=("relu4_1", "relu5_1")),
+    ],
+    ids=["strength", "cosine_softmax", "cosine", "official sampling, two layers"],
+)
+def test_tiled_equals_untiled_for_strength_attention_sampling_and_layers(models, options):
+    assert_round_off(*untiled_and_tiled(models, "official-image", options, one_style(size=(280, 250))))
+
+
+def test_tiled_equals_untiled_with_a_content_mask_and_a_style_mask(models):
+    region = torch.zeros(1, 100, 135)
+    region[:, 20:80, 35:120] = 1.0
+    region[:, :, :10] = 0.5
+    style_mask = torch.ones(1, 64, 80)
+    style_mask[:, :, 40:] = 0
+    got = untiled_and_tiled(models, "lite", StylizeOptions(alpha=0.8), one_style(mask=style_mask), region=region)
+    assert_round_off(*got)
+
+
+@pytest.mark.parametrize("blend", ["mix", "match"])
+def test_tiled_equals_untiled_for_blends_with_regions(models, blend):
+    left = torch.zeros(1, 100, 135)
+    left[..., :70] = 1.0
+    right = 1.0 - left
+
+    def two_styles(encoder, model):
+        a = encode_style(encoder, rand_images(1, 3, 64, 80, seed=3), model.family.layers)
+        b = encode_style(encoder, rand_images(1, 3, 70, 50, seed=4), model.family.layers)
+        return [StyleSource(a, 0.7, region=left), StyleSource(b, 0.3, region=right * 0.8)]
+
+    assert_round_off(*untiled_and_tiled(models, "official-image", StylizeOptions(blend=blend), two_styles))
+
+
+def test_the_halo_is_what_makes_it_exact(models, monkeypatch):
+    """A halo narrower than the image decoder's spoiled border is visibly wrong: the check can fail."""
+    monkeypatch.setattr(tiling, "DECODER_HALO", 32)
+    monkeypatch.setattr(tiling, "ENCODER_HALO", {"relu3_1": 16, "relu4_1": 32, "relu5_1": 64})
+    expected, got = untiled_and_tiled(models, "official-image", StylizeOptions(), one_style())
+    assert (got - expected).abs().max().item() > 1e-3
+
+
+def test_tile_sizes_off_the_grid_are_refused(models):
+    for bad in (0, 8, 40, 100):
+        with pytest.raises(ValueError, match="tile size must be a multiple of 16"):
+            untiled_and_tiled(models, "lite", StylizeOptions(), one_style(), tile=bad)
+
+
+def test_tiling_turns_on_only_past_the_limit_with_a_tile_that_fits():
+    layers = ("relu4_1",)
+    limit = tiling.estimated_peak_bytes(1024, 1024, layers)
+    assert tiling.choose_tile(1024, 1024, layers, limit_bytes=limit) is None
+    tile = tiling.choose_tile(4096, 4096, layers, limit_bytes=limit)
+    assert tile is not None and tile % 16 == 0 and 256 <= tile < 1024
+    grown = tile + 2 * (tiling.DECODER_HALO + tiling.ENCODER_HALO["relu4_1"])
+    bigger = grown + tile  # the next candidate up (halving), with its halo
+    assert tiling.estimated_peak_bytes(grown, grown, layers) <= limit < tiling.estimated_peak_bytes(bigger, bigger, layers)
