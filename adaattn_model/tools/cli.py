@@ -28,7 +28,8 @@ def _add_fetch(sub) -> None:
 
 def _add_convert(sub) -> None:
     p = sub.add_parser("convert", help="convert released .pth weights (AdaAttN, AdaIN) to safetensors")
-    p.add_argument("sources", nargs="+", metavar="SRC", help=".pth files or folders (e.g. the release's checkpoints/)")
+    p.add_argument("sources", nargs="+", metavar="SRC",
+                   help=".pth files, folders (e.g. the release's checkpoints/) or the authors' .zip archives")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="folder for the .safetensors files")
     p.add_argument("--half", action="store_true", help="store float16 tensors (half the size)")
 
