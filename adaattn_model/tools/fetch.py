@@ -383,8 +383,12 @@ def download_bar(quiet: bool = False) -> Iterator[Progress]:
             return
         if not bars:
             bars.append(tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False))
-        bars[0].total = total
-        bars[0].update(done - bars[0].n)
+        bar = bars[0]
+        if not bar.disable:
+            bar.total = total
+            bar.update(done - bar.n)
+            if done >= total:
+                bar.close()  # before the notes that follow the download
 
     try:
         yield Progress(report)
