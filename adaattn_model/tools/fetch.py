@@ -382,7 +382,7 @@ def download_bar(quiet: bool = False) -> Iterator[Progress]:
         if quiet or (done == 0 and not bars):
             return
         if not bars:
-            bars.append(tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False))
+            bars.append(tqdm(total=total, unit="B", unit_scale=True, file=sys.stderr, leave=False))
         bar = bars[0]
         if not bar.disable:
             bar.total = total
