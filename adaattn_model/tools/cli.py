@@ -148,7 +148,8 @@ def run_info(args) -> int:
             for kind, paths in found.items():
                 print(f"  {kind}: {', '.join(paths)}")
             if not found:
-                print("  (no weights yet: run 'python -m adaattn_model fetch')")
+                print("  (no weights yet: stylize fetches the lite weights on first use, or run "
+                      "'python -m adaattn_model fetch')")  # fmt: skip
         return 0
     info = describe(args.file)
     if args.json:
