@@ -47,8 +47,24 @@ def model_file_path(name: str) -> str | None:
     return folder_paths.get_full_path(MODEL_FOLDER, name)
 
 
+def download_folder() -> str:
+    """Where weights fetched on first use go: ComfyUI's ``models/adaattn``."""
+    return os.path.join(folder_paths.models_dir, MODEL_FOLDER)
+
+
 def compute_device() -> torch.device:
     return mm.get_torch_device()
+
+
+def auto_dtype(device: torch.device) -> torch.dtype:
+    """ComfyUI's dtype choice for a VAE-like conv net on ``device``; float32 on the CPU.
+
+    ``vae_dtype`` with ComfyUI's default VAE working dtypes: bfloat16 where the device runs it
+    well, else float32; the user's ``--fp16-vae``/``--bf16-vae``/``--fp32-vae`` flags win.
+    """
+    if device.type == "cpu":
+        return torch.float32
+    return mm.vae_dtype(device, [torch.bfloat16, torch.float32])
 
 
 def wrap(module: torch.nn.Module):

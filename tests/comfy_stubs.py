@@ -32,6 +32,8 @@ class Host:
         self.progress: list[tuple[int, int]] = []
         self.interrupt_after: int | None = None  # raise on the n-th interrupt check
         self.checks = 0
+        self.vae_dtype_calls: list = []
+        self.vae_dtype = torch.bfloat16  # what vae_dtype answers for a non-CPU device
 
 
 def build(models_dir: Path) -> tuple[Host, dict[str, types.ModuleType]]:
@@ -60,7 +62,15 @@ def build(models_dir: Path) -> tuple[Host, dict[str, types.ModuleType]]:
         if host.interrupt_after is not None and host.checks >= host.interrupt_after:
             raise InterruptProcessingException()
 
+    def vae_dtype(device=None, allowed_dtypes=()):
+        # ComfyUI: the first allowed dtype the device supports (fp16/bf16 checks), else float32
+        host.vae_dtype_calls.append((device, list(allowed_dtypes)))
+        if device is None or torch.device(device).type == "cpu":
+            return torch.float32
+        return host.vae_dtype if host.vae_dtype in allowed_dtypes else torch.float32
+
     mm.load_models_gpu = load_models_gpu
+    mm.vae_dtype = vae_dtype
     mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
 
     patcher = types.ModuleType("comfy.model_patcher")

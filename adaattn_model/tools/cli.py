@@ -28,7 +28,8 @@ def _add_fetch(sub) -> None:
 
 def _add_convert(sub) -> None:
     p = sub.add_parser("convert", help="convert released .pth weights (AdaAttN, AdaIN) to safetensors")
-    p.add_argument("sources", nargs="+", metavar="SRC", help=".pth files or folders (e.g. the release's checkpoints/)")
+    p.add_argument("sources", nargs="+", metavar="SRC",
+                   help=".pth files, folders (e.g. the release's checkpoints/) or the authors' .zip archives")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="folder for the .safetensors files")
     p.add_argument("--half", action="store_true", help="store float16 tensors (half the size)")
 
@@ -57,6 +58,7 @@ def _add_stylize(sub) -> None:
                    help="model family to use from the models folder (auto: official-image, else lite, else video)")
     g.add_argument("--model", type=Path, metavar="FILE", help="model .safetensors file (with --encoder)")
     g.add_argument("--encoder", type=Path, metavar="FILE", help="VGG encoder .safetensors file")
+    _add_no_fetch(g)
     g = p.add_argument_group("stylisation")
     g.add_argument("--alpha", type=float, default=1.0, help="strength in [0, 1] (default 1)")
     g.add_argument("--attention", choices=ATTENTION_KINDS, help="attention variant (default: the family's)")
@@ -93,6 +95,12 @@ def _add_eval(sub) -> None:
     p.add_argument("--style-max-side", type=int, default=512, help="style size for the style loss (as stylize)")
     p.add_argument("--json", type=Path, metavar="FILE", help="where to write the JSON (default: RESULTS/metrics.json)")
     p.add_argument("--models", type=Path, metavar="DIR", help="folder with the VGG encoder (default: fetch folder)")
+    _add_no_fetch(p)
+
+
+def _add_no_fetch(parser) -> None:
+    parser.add_argument("--no-fetch", action="store_true",
+                        help="never download the lite weights on first use (also: ADAATTN_NO_FETCH=1)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,9 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_fetch(args) -> int:
-    from .fetch import fetch
+    from .fetch import download_bar, fetch
 
-    fetch(args.dest, args.sources, log=print)
+    with download_bar() as progress:
+        fetch(args.dest, args.sources, log=print, progress=progress)
     return 0
 
 
@@ -139,7 +148,8 @@ def run_info(args) -> int:
             for kind, paths in found.items():
                 print(f"  {kind}: {', '.join(paths)}")
             if not found:
-                print("  (no weights yet: run 'python -m adaattn_model fetch')")
+                print("  (no weights yet: stylize fetches the lite weights on first use, or run "
+                      "'python -m adaattn_model fetch')")  # fmt: skip
         return 0
     info = describe(args.file)
     if args.json:
@@ -154,6 +164,7 @@ def run_eval(args) -> int:
     from ..models_folder import default_models_dir
     from ..weights import ENCODER, WeightsError, load_encoder, scan_folder
     from .evaluate import evaluate_frames, evaluate_images, print_table, write_json
+    from .fetch import first_use_fetch
 
     if args.frames is None and (args.content is None or args.style is None):
         raise ValueError("give --content and --style (images mode) or --frames (frames mode)")
@@ -161,6 +172,8 @@ def run_eval(args) -> int:
         raise ValueError("--long-range must be >= 1")
     folder = args.models or default_models_dir()
     encoders = scan_folder(folder).get(ENCODER) if folder.is_dir() else None
+    if not encoders and first_use_fetch(folder, no_fetch=args.no_fetch):
+        encoders = scan_folder(folder).get(ENCODER)
     if not encoders:
         raise WeightsError(f"{folder}: no VGG encoder weights; run 'python -m adaattn_model fetch'")
     encoder = load_encoder(encoders[0])

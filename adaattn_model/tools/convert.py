@@ -19,14 +19,23 @@ The image model's ``adaattn_3`` file and the video model's ``transformer`` file 
 same names and shapes; such a relu3_1 attention file joins the decoder in its own folder
 (or the only decoder given). ``.pth`` files are read with ``torch.load(weights_only=True)``
 only: a pickle that needs code to load is refused, never executed.
+
+The authors' ``.zip`` archives are read as downloaded, in memory (nothing is extracted):
+an archive with an absolute or ``..`` member path, a symlink, an encrypted member, more than
+``MAX_ZIP_MEMBERS`` members or more than ``MAX_ZIP_BYTES`` uncompressed is refused whole;
+members that are not ``.pth``/``.pt`` files (read-me files, macOS ``__MACOSX`` metadata) are
+ignored with a note.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import re
+import stat
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +77,9 @@ LAYOUTS: dict[str, tuple[Mapping[str, str | None], str, str]] = {
     "video_decoder": (VIDEO_DECODER_MAP, "official-video", "AdaAttN video decoder"),
 }
 UNUSED_VGG_SHAPE = (512, 512, 3, 3)
+WEIGHT_SUFFIXES = (".pth", ".pt")
+MAX_ZIP_MEMBERS = 1000
+MAX_ZIP_BYTES = 2 * 2**30  # uncompressed: the authors' archives hold about 100 MB
 
 # Our output files: kind -> (file name, the source layouts it is made of).
 OUTPUTS = {
@@ -111,10 +123,10 @@ class SourceFile:
     sha256: str
 
 
-def read_pth(path: Path) -> dict[str, Tensor]:
-    """A plain state dict from a ``.pth`` file, loaded without executing any code."""
+def read_pth(path: Path, data: bytes | None = None) -> dict[str, Tensor]:
+    """A plain state dict from a ``.pth`` file (or its ``data``), loaded without executing any code."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path if data is None else io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"Unsupported global: (GLOBAL [\w.]+)", str(error))
         if found:  # a class or function to import and call: code we will not run
@@ -159,22 +171,74 @@ def recognise(path: Path, state: Mapping[str, Tensor]) -> str | None:
     return None
 
 
-def load_source(path: Path) -> SourceFile | None:
-    state = read_pth(path)
+def load_source(path: Path, data: bytes | None = None) -> SourceFile | None:
+    """A recognised source file (``data``: its bytes, when it is a member of an archive at ``path``)."""
+    state = read_pth(path, data)
     layout = recognise(path, state)
     if layout is None:
         return None
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256(path.read_bytes() if data is None else data).hexdigest()
     return SourceFile(path, layout, rename(state, LAYOUTS[layout][0]), digest)
 
 
+def zip_members(archive: Path) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """The ``.pth``/``.pt`` members of a zip archive, read in memory: ([(name, bytes)], notes).
+
+    The whole archive is checked before any member is read; anything unsafe refuses it.
+    """
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+            if len(infos) > MAX_ZIP_MEMBERS:
+                raise WeightsError(f"{archive}: refused: {len(infos)} members (at most {MAX_ZIP_MEMBERS})")
+            total = 0
+            wanted, ignored = [], []
+            for info in infos:
+                name = info.filename
+                parts = name.replace("\\", "/").split("/")
+                if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
+                    raise WeightsError(f"{archive}: refused: member {name!r} points outside the archive")
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    raise WeightsError(f"{archive}: refused: member {name!r} is a symbolic link")
+                if info.flag_bits & 0x1:
+                    raise WeightsError(f"{archive}: refused: member {name!r} is encrypted")
+                total += info.file_size
+                if total > MAX_ZIP_BYTES:
+                    raise WeightsError(
+                        f"{archive}: refused: more than {MAX_ZIP_BYTES // 2**30} GiB uncompressed (a zip bomb?)"
+                    )
+                if info.is_dir():
+                    continue
+                macos = parts[0] == "__MACOSX" or parts[-1].startswith("._")
+                if name.lower().endswith(WEIGHT_SUFFIXES) and not macos:
+                    wanted.append(info)
+                else:
+                    ignored.append(name)
+            members = [(info.filename, zf.read(info)) for info in wanted]  # sizes capped above; CRCs checked
+    except zipfile.BadZipFile as error:
+        raise WeightsError(f"{archive}: not a readable zip archive ({error})") from None
+    notes = [f"ignored {len(ignored)} member(s) of {archive} that are not .pth files"] if ignored else []
+    return members, notes
+
+
 def collect_sources(inputs: Sequence[str | os.PathLike]) -> tuple[list[SourceFile], list[str]]:
-    """Read every input (files, or folders searched for ``.pth``/``.pt``); returns (sources, notes)."""
+    """Read every input (files, zip archives, or folders searched for ``.pth``/``.pt``); returns (sources, notes)."""
     sources, notes = [], []
     for item in inputs:
         item = Path(item)
-        if item.is_dir():
-            files = sorted(p for p in item.rglob("*") if p.suffix in (".pth", ".pt") and p.is_file())
+        if item.is_file() and item.suffix.lower() == ".zip":
+            members, zip_notes = zip_members(item)
+            notes += zip_notes
+            if not members:
+                raise WeightsError(f"{item}: no .pth files in this archive")
+            for name, data in members:
+                source = load_source(item / name, data)
+                if source is None:
+                    notes.append(f"skipped {item / name}: not a known AdaAttN/AdaIN weights layout")
+                else:
+                    sources.append(source)
+        elif item.is_dir():
+            files = sorted(p for p in item.rglob("*") if p.suffix in WEIGHT_SUFFIXES and p.is_file())
             if not files:
                 raise WeightsError(f"{item}: no .pth files in this folder")
             for f in files:

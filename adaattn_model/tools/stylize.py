@@ -56,15 +56,26 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_weights(args) -> tuple[Path, Path]:
-    """(encoder file, model file) from --encoder/--model or the models folder."""
+    """(encoder file, model file) from --encoder/--model or the models folder.
+
+    A folder without a usable model gets the lite weights downloaded on first use
+    (unless --no-fetch or $ADAATTN_NO_FETCH), when the family asked for is auto or lite.
+    """
+    from .fetch import first_use_fetch
+
     if args.model or args.encoder:
         if not (args.model and args.encoder):
             raise WeightsError("--model and --encoder go together (or use --models DIR)")
         return args.encoder, args.model
     folder = args.models or default_models_dir()
+    found = scan_folder(folder) if folder.is_dir() else {}
+    usable = ENCODER in found and pick_family(found, args.family) is not None
+    if not usable and args.family in ("auto", "lite"):
+        no_fetch = getattr(args, "no_fetch", False)
+        if first_use_fetch(folder, no_fetch=no_fetch, quiet=getattr(args, "quiet", False)):
+            found = scan_folder(folder)
     if not folder.is_dir():
         raise WeightsError(f"{folder}: models folder not found; run 'python -m adaattn_model fetch' first")
-    found = scan_folder(folder)
     if ENCODER not in found:
         raise WeightsError(f"{folder}: no VGG encoder weights; run 'python -m adaattn_model fetch'")
     family = pick_family(found, args.family)
