@@ -27,9 +27,9 @@ import torch
 from torch import Tensor
 
 from .adaattn import LayerStatistics, StyleSource, apply_statistics, attention_statistics
+from .encoding_cache import EncodingCache
 from .functional import calc_mean_std
 from .model import AdaAttNModel
-from .encoding_cache import EncodingCache
 from .pipeline import Style, StylizeOptions, chosen_layers, decode_image, encode_content, style_sources
 from .vgg import VGGEncoder
 

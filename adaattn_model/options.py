@@ -43,7 +43,8 @@ class StylizeOptions:
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha (strength) must be in [0, 1], got {self.alpha}")
         if isinstance(self.attention, str) and self.attention not in ("auto", *ATTENTION_KINDS):
-            raise ValueError(f"unknown attention {self.attention!r}; expected auto or one of {', '.join(ATTENTION_KINDS)}")
+            kinds = ", ".join(ATTENTION_KINDS)
+            raise ValueError(f"unknown attention {self.attention!r}; expected auto or one of {kinds}")
         t = self.temperature
         if t is not None and not (t >= 0 and math.isfinite(t)):
             raise ValueError(f"attention temperature must be a positive number (0: the default), got {t}")
