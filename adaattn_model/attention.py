@@ -59,7 +59,9 @@ class AttentionSpec:
 KIND_TEMPERATURE = {"softmax": 1.0, "cosine": 1.0, "cosine_softmax": 0.03}
 
 
-def resolve_attention(default: AttentionSpec, kind: str | None = None, temperature: float | None = None) -> AttentionSpec:
+def resolve_attention(
+    default: AttentionSpec, kind: str | None = None, temperature: float | None = None
+) -> AttentionSpec:
     """The one rule for the attention a run uses, given a family's ``default`` variant.
 
     Nothing chosen (``kind`` None or "auto"): the family's default, temperature included. A
