@@ -240,7 +240,6 @@ SETTINGS = [
     ("softmax", None, "luminance"),
     ("cosine_softmax", 0.1, "match"),
     ("auto", None, "match"),
-    ("softmax", 0.5, "none"),
     ("cosine", None, "luminance"),
 ]
 
