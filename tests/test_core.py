@@ -322,3 +322,47 @@ def test_softmax_on_lite_runs_at_temperature_one_everywhere(comfy, release, file
     assert torch.equal(pixels(got.movedim(-1, 1)), api[1.0])
     chosen = StylizeOptions(attention="softmax")
     assert torch.equal(pixels(stylize(loaded.model, loaded.stylizer.encoder, content, style, options=chosen)), api[1.0])
+
+
+# --- the cache where users meet it: the loaded model of the nodes, one command run -------------------
+
+
+def test_node_slider_changes_reuse_the_loaded_models_encodings(comfy):  # noqa: F811
+    pack, _ = comfy
+    loaded = load(pack)
+    content, style = as_image(rand_images(1, 3, 32, 48, seed=1)), as_image(rand_images(1, 3, 40, 40, seed=2))
+    stylize_node = node(pack, "AdaAttNStylize")
+    stylize_node.stylize(loaded, content, style, 1.0, 0, "none", "auto", 0.0, "exact", 0)
+    stylize_node.stylize(loaded, content, style, 0.4, 0, "luminance", "softmax", 0.5, "exact", 0)
+    assert loaded.stylizer.cache.encodes == 2  # placed again through the memory manager, and still cached
+    frames = node(pack, "AdaAttNStylizeFrames")
+    frames.stylize(loaded, content, style, 1.0, 0, "auto", 0.0, "exact", 0, 0.0, 0.5, 0.0, 1)
+    frames.stylize(loaded, content, style, 0.5, 0, "auto", 0.0, "exact", 0, 0.0, 0.5, 0.0, 1)
+    assert loaded.stylizer.cache.encodes == 2  # the frame path takes the style from the same cache
+
+
+def test_one_command_run_encodes_each_image_once(models_dir_files, monkeypatch, tmp_path):
+    from adaattn_model.vgg import VGGEncoder
+
+    calls = []
+    real = VGGEncoder.stages
+
+    def stages(self, image, upto="relu5_1"):
+        calls.append(tuple(image.shape))
+        return real(self, image, upto)
+
+    monkeypatch.setattr(VGGEncoder, "stages", stages)
+    folder, encoder, model = models_dir_files
+    argv = ["stylize", "--content", folder / "c1.png", folder / "c2.png", "--style", folder / "s1.png",
+            folder / "s2.png", "-o", tmp_path / "out", "--encoder", encoder, "--model", model, "--alpha", 0.5,
+            "--device", "cpu", "--quiet"]  # fmt: skip
+    assert main([str(a) for a in argv]) == 0
+    assert len(list((tmp_path / "out").iterdir())) == 4 and len(calls) == 4  # 2 contents + 2 styles, each once for its 2 jobs
+
+
+@pytest.fixture
+def models_dir_files(release, tmp_path):
+    for i in (1, 2):
+        save_image(rand_images(1, 3, 32, 40, seed=30 + i), tmp_path / f"c{i}.png")
+        save_image(rand_images(1, 3, 36, 36, seed=40 + i), tmp_path / f"s{i}.png")
+    return tmp_path, release["out"] / "vgg_normalised.safetensors", release["out"] / "adain_decoder.safetensors"
