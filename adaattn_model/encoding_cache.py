@@ -12,7 +12,6 @@ the model goes; there is no module-level cache.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
@@ -53,7 +52,7 @@ class EncodingCache:
         self.hits = 0
         self.encodes = 0
         self._encoders: weakref.WeakKeyDictionary[torch.nn.Module, int] = weakref.WeakKeyDictionary()
-        self._counter = itertools.count()
+        self._named = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -98,6 +97,7 @@ class EncodingCache:
         The encoder is named by a number given on first sight (not ``id``, which a new object can reuse).
         """
         if encoder not in self._encoders:
-            self._encoders[encoder] = next(self._counter)
+            self._encoders[encoder] = self._named
+            self._named += 1  # never reused, even after that encoder is gone
         p = next(encoder.parameters())
         return role, tensor_digest(image), tuple(layers), self._encoders[encoder], str(p.device), str(p.dtype)

@@ -357,7 +357,7 @@ def test_one_command_run_encodes_each_image_once(models_dir_files, monkeypatch, 
             folder / "s2.png", "-o", tmp_path / "out", "--encoder", encoder, "--model", model, "--alpha", 0.5,
             "--device", "cpu", "--quiet"]  # fmt: skip
     assert main([str(a) for a in argv]) == 0
-    assert len(list((tmp_path / "out").iterdir())) == 4 and len(calls) == 4  # 2 contents + 2 styles, each once for its 2 jobs
+    assert len(list((tmp_path / "out").iterdir())) == 4 and len(calls) == 4  # each of 2 contents, 2 styles once
 
 
 @pytest.fixture
@@ -366,3 +366,14 @@ def models_dir_files(release, tmp_path):
         save_image(rand_images(1, 3, 32, 40, seed=30 + i), tmp_path / f"c{i}.png")
         save_image(rand_images(1, 3, 36, 36, seed=40 + i), tmp_path / f"s{i}.png")
     return tmp_path, release["out"] / "vgg_normalised.safetensors", release["out"] / "adain_decoder.safetensors"
+
+
+def test_one_cache_never_mixes_two_encoders(models):
+    cache = EncodingCache()
+    other = _copy(models["encoder"])
+    with torch.no_grad():
+        other.conv1_1.weight.mul_(1.5)
+    a = stylize(models["lite"], models["encoder"], CONTENT, STYLE, cache=cache)
+    b = stylize(models["lite"], other, CONTENT, STYLE, cache=cache)
+    assert cache.encodes == 4 and not torch.equal(a, b)
+    assert torch.equal(b, stylize(models["lite"], other, CONTENT, STYLE))
