@@ -56,6 +56,30 @@ class AttentionSpec:
         return self.kind != "softmax"
 
 
+# Each kind's own temperature when one is chosen without a temperature (cosine has none: 1 is unused).
+KIND_TEMPERATURE = {"softmax": 1.0, "cosine": 1.0, "cosine_softmax": 0.03}
+
+
+def resolve_attention(
+    default: AttentionSpec, kind: str | None = None, temperature: float | None = None
+) -> AttentionSpec:
+    """The one rule for the attention a run uses, given a family's ``default`` variant.
+
+    Nothing chosen (``kind`` None or "auto"): the family's default, temperature included. A
+    chosen ``kind`` other than the family's gets that kind's own temperature
+    (:data:`KIND_TEMPERATURE`), never the family's. An explicit ``temperature`` (not None,
+    not 0) always wins.
+    """
+    kind = default.kind if kind in (None, "auto") else kind
+    if temperature:
+        return AttentionSpec(kind, float(temperature))
+    if kind == default.kind:
+        return default
+    if kind not in KIND_TEMPERATURE:
+        raise ValueError(f"unknown attention {kind!r}; expected one of {', '.join(ATTENTION_KINDS)}")
+    return AttentionSpec(kind, KIND_TEMPERATURE[kind])
+
+
 @dataclass(frozen=True)
 class StyleBank:
     """One style source, flattened for the kernel (float32).

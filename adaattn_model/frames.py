@@ -27,9 +27,10 @@ import torch
 from torch import Tensor
 
 from .adaattn import LayerStatistics, StyleSource, apply_statistics, attention_statistics
+from .encoding_cache import EncodingCache
 from .functional import calc_mean_std
 from .model import AdaAttNModel
-from .pipeline import StylizeOptions, chosen_layers, decode_image, encode_content
+from .pipeline import Style, StylizeOptions, chosen_layers, decode_image, encode_content, style_sources
 from .vgg import VGGEncoder
 
 
@@ -104,21 +105,28 @@ def stylize_frames(
     model: AdaAttNModel,
     encoder: VGGEncoder,
     frames: Tensor,
-    sources: Sequence[StyleSource],
+    sources: Tensor | Style | Sequence[StyleSource | Tensor | Style],
     options: StylizeOptions = StylizeOptions(),
     stabilizer: Stabilizer = Stabilizer(),
     *,
     chunk: int = 4,
     state: FrameState | None = None,
     callback: Callable[[int, int], None] | None = None,
+    cache: EncodingCache | None = None,
 ) -> Iterator[Tensor]:
     """Stylise ``frames`` [T,3,H,W] in order; yields outputs [n,3,H,W] chunk by chunk.
 
-    ``sources`` hold the already-encoded style(s), batch 1. ``state`` carries the
-    stabilisers across calls (a long clip fed in pieces); a new one starts fresh.
+    ``sources`` are already-encoded styles (:class:`StyleSource`, batch 1), or style images
+    (batch 1), which are encoded as the core encodes them (``options.style_max_side``,
+    through ``cache``). ``state`` carries the stabilisers across calls (a long clip fed in
+    pieces); a new one starts fresh.
     """
     family = model.family
     layers, spec = chosen_layers(model, options)
+    if options.color != "none":
+        raise ValueError(f"the frame path has no colour modes; got color={options.color!r}")
+    if isinstance(sources, (Tensor, Style)) or not all(isinstance(s, StyleSource) for s in sources):
+        sources = style_sources(model, encoder, sources, options, cache=cache)
     state = state if state is not None else FrameState()
     total = frames.shape[0]
     for start in range(0, total, max(1, chunk)):
@@ -133,7 +141,7 @@ def stylize_frames(
             layer_state = state.layers.setdefault(layer, LayerState())
             stats = attention_statistics(
                 layer, encoded, sources, projections=model.projections(layer), spec=spec, sampling=options.sampling,
-                max_sample=family.max_sample[layer], blend=options.blend, budget_bytes=options.budget_bytes,
+                max_sample=family.max_sample[layer], blend=options.blend, budget_bytes=options.budget(feature.device),
             )  # fmt: skip
             if stabilizer.temporal_smoothing > 0:
                 smooth_statistics(stats, encoded.keys[layer], layer_state, stabilizer)

@@ -1,189 +1,236 @@
-"""Stylisation end to end: pad, encode, AdaAttN per layer, decode, crop.
+"""The one stylisation core: contents and styles in, stylised images out.
 
-Any content size works: the content is reflect-padded to a multiple of 16 (at least 32,
-so relu5_1 is 2x2 or more) and the output cropped back, so the result always has the
-input's size. Styles of any size work; sides under 32 pixels are upsampled first.
+The Python API (:func:`stylize`), the ``stylize`` command, the Stylize nodes and the
+frame path all run through here, so a setting means the same everywhere: the attention
+by the one rule of :func:`~adaattn_model.attention.resolve_attention`, colour modes,
+style size, strength, masks and blending by :class:`StylizeOptions`. VGG encodings go
+through an :class:`~adaattn_model.encoding_cache.EncodingCache` when one is given (the
+:class:`Stylizer` holds one beside its model), so a re-run that changes only what acts
+after the encoder (strength, attention, sampling, masks, luminance colour) skips it.
+
+Stages, in order, per chunk of contents: style encodings (recoloured first in ``match``
+colour mode), the content's encoding, AdaAttN at each chosen layer, decoding, the
+luminance colour step. Each is one :meth:`Progress.step`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .adaattn import StyleSource, adaattn_layer
-from .attention import DEFAULT_BUDGET_BYTES, AttentionSpec
-from .features import EncodedImage, encode
-from .functional import check_finite, crop_padding, pad_to_multiple
+from .adaattn import StyleSource
+from .color import match_color, preserve_luminance
+from .encoding_cache import DEFAULT_CACHE_BYTES, EncodingCache
+from .features import EncodedImage
+from .images import resize_max_side
 from .model import AdaAttNModel
-from .sampling import Sampling
+from .options import StylizeOptions
+from .progress import Progress, expect, step
+from .stages import (
+    MIN_SIZE,
+    SIZE_MULTIPLE,
+    STYLE_MIN_SIDE,
+    check_images,
+    chosen_layers,
+    decode_image,
+    encode_content,
+    encode_style,
+    model_placement,
+    stylize_features,
+    stylize_layer,
+    upscale_tiny,
+)
 from .vgg import VGGEncoder
 
-SIZE_MULTIPLE = 16
-MIN_SIZE = 32
-STYLE_MIN_SIDE = 32
+__all__ = [
+    "MIN_SIZE", "SIZE_MULTIPLE", "STYLE_MIN_SIDE", "Style", "StylizeOptions", "Stylizer", "check_images",
+    "chosen_layers", "decode_image", "encode_content", "encode_style", "model_placement", "style_sources", "stylize",
+    "stylize_features", "upscale_tiny",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
-class StylizeOptions:
-    """How to stylise. ``attention`` None means the family's default variant;
-    ``layers`` None means all of the family's layers (the others keep the content)."""
+class Style:
+    """A style image [1|N,3,h,w] (one for every content, or one per content), its weight
+    among the styles, and optionally where it applies: ``region`` [1|N,H,W] in [0,1] over
+    the content."""
 
-    alpha: float = 1.0
-    attention: AttentionSpec | None = None
-    sampling: Sampling = field(default_factory=Sampling)
-    layers: tuple[str, ...] | None = None
-    blend: str = "mix"
-    budget_bytes: int = DEFAULT_BUDGET_BYTES
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha (strength) must be in [0, 1], got {self.alpha}")
+    image: Tensor
+    weight: float = 1.0
+    region: Tensor | None = None
 
 
 class Stylizer(nn.Module):
-    """An encoder and a family model as one module, to place on a device together."""
+    """An encoder and a family model as one module, to place on a device together, with the
+    cache of their encodings. The cache is emptied when the module moves to another device or
+    dtype (as when ComfyUI offloads it) and goes with the module."""
 
-    def __init__(self, encoder: VGGEncoder, model: AdaAttNModel) -> None:
+    def __init__(self, encoder: VGGEncoder, model: AdaAttNModel, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         super().__init__()
         self.encoder = encoder
         self.model = model
+        self.cache = EncodingCache(cache_bytes)
+
+    def _apply(self, fn, *args, **kwargs):
+        before = model_placement(self.encoder)
+        out = super()._apply(fn, *args, **kwargs)
+        if model_placement(self.encoder) != before:
+            self.cache.clear()
+        return out
+
+    def stylize(self, content: Tensor, styles, **kwargs) -> Tensor:
+        """:func:`stylize` with this module's model, encoder and cache."""
+        return stylize(self.model, self.encoder, content, styles, cache=self.cache, **kwargs)
 
 
-def check_images(images: Tensor, what: str) -> None:
-    """One-line errors for tensors that are not an RGB batch [N,3,H,W] of finite values."""
-    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        shape = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"{what} must be an RGB batch of shape [N,3,H,W], got {shape}")
-    if min(images.shape) == 0:
-        raise ValueError(f"{what} is empty (shape {list(images.shape)})")
-    if not images.is_floating_point():
-        raise ValueError(f"{what} must be a float tensor with values in [0, 1], got {images.dtype}")
-    check_finite(images, what)
-
-
-def model_placement(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    p = next(module.parameters())
-    return p.device, p.dtype
-
-
-def encode_content(encoder: VGGEncoder, images: Tensor, layers: Sequence[str]) -> EncodedImage:
-    """Pad ``images`` [N,3,H,W] to a legal size and encode them at ``layers``."""
-    check_images(images, "content")
-    device, dtype = model_placement(encoder)
-    padded, pads = pad_to_multiple(images.to(device=device, dtype=dtype), SIZE_MULTIPLE, MIN_SIZE)
-    return encode(encoder, padded, layers, pads=pads, size=tuple(images.shape[-2:]))
-
-
-def upscale_tiny(images: Tensor, min_side: int = STYLE_MIN_SIDE) -> Tensor:
-    """Bicubic-upsample each side shorter than ``min_side`` to ``min_side``."""
-    h, w = images.shape[-2:]
-    if h >= min_side and w >= min_side:
-        return images
-    size = (max(h, min_side), max(w, min_side))
-    return F.interpolate(images, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
-
-
-def encode_style(encoder: VGGEncoder, images: Tensor, layers: Sequence[str]) -> EncodedImage:
-    """Encode style images [N,3,H,W] at ``layers`` (tiny ones upsampled first)."""
-    check_images(images, "style")
-    device, dtype = model_placement(encoder)
-    return encode(encoder, upscale_tiny(images.to(device=device, dtype=dtype)), layers)
-
-
-def chosen_layers(model: AdaAttNModel, options: StylizeOptions) -> tuple[tuple[str, ...], AttentionSpec]:
-    """The layers to stylise (checked against the family) and the attention to use."""
-    layers = model.family.layers if options.layers is None else tuple(options.layers)
-    for layer in layers:
-        model.projections(layer)  # raises a clear error for a layer this family cannot use
-    return layers, options.attention or model.family.attention
-
-
-def stylize_features(
-    model: AdaAttNModel,
-    content: EncodedImage,
-    sources: Sequence[StyleSource],
-    options: StylizeOptions = StylizeOptions(),
-    region: Tensor | None = None,
-) -> dict[str, Tensor]:
-    """AdaAttN at each of the family's layers (content features where a layer is left out).
-
-    ``region`` [1|N,H,W] in [0,1] over the content limits where the style is applied.
-    """
-    family = model.family
-    layers, spec = chosen_layers(model, options)
-    out = {}
-    for layer in family.layers:
-        if layer not in layers:
-            out[layer] = content.features[layer]
-            continue
-        out[layer] = adaattn_layer(
-            layer,
-            content,
-            sources,
-            projections=model.projections(layer),
-            spec=spec,
-            sampling=options.sampling,
-            max_sample=family.max_sample[layer],
-            blend=options.blend,
-            strength=options.alpha,
-            region=region,
-            budget_bytes=options.budget_bytes,
-        )
+def as_styles(styles: Tensor | Style | Sequence[Tensor | Style], weights: Sequence[float] | None = None) -> list[Style]:
+    if isinstance(styles, (Tensor, Style)):
+        styles = [styles]
+    out = [s if isinstance(s, Style) else Style(s) for s in styles]
+    if not out:
+        raise ValueError("give at least one style image")
+    if weights is not None:
+        if len(weights) != len(out):
+            raise ValueError(f"{len(weights)} style weights for {len(out)} styles")
+        out = [replace(s, weight=float(w)) for s, w in zip(out, weights)]
     return out
 
 
-def decode_image(model: AdaAttNModel, features: dict[str, Tensor], content: EncodedImage) -> Tensor:
-    """Decode and crop back to the content's size: [N,3,H,W], unclamped."""
-    return crop_padding(model.decode(features), content.pads)
+def _rows(t: Tensor | None, start: int, stop: int) -> Tensor | None:
+    """Rows ``start:stop`` of a paired batch; a batch of 1 is shared by every content."""
+    return t if t is None or t.shape[0] == 1 else t[start:stop]
+
+
+def _check_inputs(content: Tensor, styles: list[Style], mask: Tensor | None) -> None:
+    check_images(content, "content")
+    n, size = content.shape[0], tuple(content.shape[-2:])
+    for k, s in enumerate(styles):
+        check_images(s.image, "style" if len(styles) == 1 else f"style {k + 1}")
+        if s.image.shape[0] not in (1, n):
+            raise ValueError(
+                f"style {k + 1} has a batch of {s.image.shape[0]} for {n} contents; "
+                "give one style for all contents, or one per content"
+            )
+        if not s.weight >= 0:
+            raise ValueError(f"style {k + 1} has a negative or NaN weight ({s.weight})")
+    for what, m in [("content mask", mask)] + [(f"region of style {k + 1}", s.region) for k, s in enumerate(styles)]:
+        if m is not None and (m.ndim != 3 or tuple(m.shape[-2:]) != size or m.shape[0] not in (1, n)):
+            raise ValueError(f"{what} has shape {list(m.shape)}; expected [1 or {n}, {size[0]}, {size[1]}]")
+
+
+def _encoded(cache: EncodingCache | None, role: str, image: Tensor, encoder: VGGEncoder, layers) -> EncodedImage:
+    """``image`` (on the encoder's device and dtype) encoded as content or style, through ``cache``."""
+    run = encode_content if role == "content" else encode_style
+    if cache is None:
+        return run(encoder, image, layers)
+    return cache.get_or_encode(cache.key(role, image, layers, encoder), lambda: run(encoder, image, layers))
 
 
 def stylize(
     model: AdaAttNModel,
     encoder: VGGEncoder,
     content: Tensor,
-    styles: Tensor | Sequence[Tensor],
+    styles: Tensor | Style | Sequence[Tensor | Style],
     *,
     weights: Sequence[float] | None = None,
+    mask: Tensor | None = None,
     options: StylizeOptions = StylizeOptions(),
     content_chunk: int = 1,
+    cache: EncodingCache | None = None,
+    progress: Progress | None = None,
     callback: Callable[[int, int], None] | None = None,
+    output_device: torch.device | str | None = None,
 ) -> Tensor:
     """Stylise ``content`` [N,3,H,W] (RGB in [0,1]) with one or more styles.
 
-    Each style is [1,3,h,w] (used for every content) or [N,3,h,w] (paired). Several
-    styles are blended with ``weights`` (default: equal) by ``options.blend``. Contents
-    run ``content_chunk`` at a time; ``callback(done, total)`` follows progress. The
-    output [N,3,H,W] has the content's size, on the model's device; it is not clamped.
+    Each style (a tensor or a :class:`Style`) is [1,3,h,w] (used for every content) or
+    [N,3,h,w] (paired); several are blended with their weights (``weights`` overrides
+    them; default equal) by ``options.blend``, each where its region allows. ``mask``
+    [1|N,H,W] in [0,1] limits where the content is stylised. Contents run
+    ``content_chunk`` at a time; ``callback(done, total)`` after each chunk, ``progress``
+    after each stage. Encodings are looked up in and added to ``cache`` when given.
+
+    Returns float32 [N,3,H,W] at the content's size, on ``output_device`` (default: the
+    model's device), not clamped (the ``luminance`` colour step clamps the decoded image
+    before it takes the content's chroma, as every caller saves or shows clamped images).
     """
-    if isinstance(styles, Tensor):
-        styles = [styles]
-    if weights is not None and len(weights) != len(styles):
-        raise ValueError(f"{len(weights)} style weights for {len(styles)} styles")
-    check_images(content, "content")
-    layers = model.family.layers
-    encoded = [encode_style(encoder, s, layers) for s in styles]
-    for k, e in enumerate(encoded):
-        if e.batch not in (1, content.shape[0]):
-            raise ValueError(
-                f"style {k + 1} has a batch of {e.batch} for {content.shape[0]} contents; "
-                "give one style for all contents, or one per content"
-            )
-    weights = list(weights) if weights is not None else [1.0] * len(styles)
-    total = content.shape[0]
+    styles = as_styles(styles, weights)
+    _check_inputs(content, styles, mask)
+    device, dtype = model_placement(encoder)
+    family_layers = model.family.layers
+    layers, spec = chosen_layers(model, options)
+    total, chunk = content.shape[0], max(1, content_chunk)
+    n_chunks = math.ceil(total / chunk)
+    images = [resize_max_side(s.image, options.style_max_side) for s in styles]
+    match = options.color == "match"
+    per_chunk = [match or im.shape[0] > 1 for im in images]  # styles encoded again for each chunk
+    expect(progress, sum(n_chunks if again else 1 for again in per_chunk))
+    expect(progress, n_chunks * (len(layers) + 2 + (options.color != "none")))
+    shared: dict[int, EncodedImage] = {}
     outputs = []
-    for start in range(0, total, max(1, content_chunk)):
-        stop = min(total, start + max(1, content_chunk))
-        sources = [
-            StyleSource(e if e.batch == 1 else e.take(slice(start, stop)), weight=w)
-            for e, w in zip(encoded, weights)
-        ]
-        enc = encode_content(encoder, content[start:stop], layers)
-        feats = stylize_features(model, enc, sources, options)
-        outputs.append(decode_image(model, feats, enc))
-        if callback is not None:
-            callback(stop, total)
+    with torch.no_grad():
+        for start in range(0, total, chunk):
+            stop = min(total, start + chunk)
+            rgb = content[start:stop].to(device=device, dtype=torch.float32)
+            sources = []
+            for k, (s, image) in enumerate(zip(styles, images)):
+                style_code = shared.get(k)
+                if style_code is None:
+                    style = _rows(image, start, stop).to(device=device, dtype=torch.float32)
+                    if match:  # the recoloured style depends on the content
+                        style = match_color(style.expand(rgb.shape[0], -1, -1, -1), rgb)
+                    style_code = _encoded(cache, "style", style.to(dtype), encoder, family_layers)
+                    if not per_chunk[k]:
+                        shared[k] = style_code
+                    step(progress)
+                sources.append(StyleSource(style_code, s.weight, _rows(s.region, start, stop)))
+            if match:
+                step(progress)  # the colour step: styles recoloured to this chunk's contents
+            encoded = _encoded(cache, "content", rgb.to(dtype), encoder, family_layers)
+            step(progress)
+            region = _rows(mask, start, stop)
+            features = dict(encoded.features)
+            for layer in layers:
+                features[layer] = stylize_layer(model, layer, encoded, sources, options, spec, region)
+                step(progress)
+            out = decode_image(model, features, encoded).float()
+            step(progress)
+            if options.color == "luminance":
+                out = preserve_luminance(out.clamp(0, 1), rgb)
+                step(progress)
+            outputs.append(out if output_device is None else out.to(output_device))
+            if callback is not None:
+                callback(stop, total)
     return torch.cat(outputs)
+
+
+def style_sources(
+    model: AdaAttNModel,
+    encoder: VGGEncoder,
+    styles: Tensor | Style | Sequence[Tensor | Style],
+    options: StylizeOptions = StylizeOptions(),
+    *,
+    cache: EncodingCache | None = None,
+    progress: Progress | None = None,
+) -> list[StyleSource]:
+    """Styles of batch 1 encoded as the core encodes them (resized, through ``cache``), for the
+    frame path. The ``match`` colour mode needs each content, so it is not available here."""
+    if options.color == "match":
+        raise ValueError("the match colour mode recolours the style for each content; use stylize()")
+    styles = as_styles(styles)
+    device, dtype = model_placement(encoder)
+    expect(progress, len(styles))
+    out = []
+    with torch.no_grad():
+        for k, s in enumerate(styles):
+            check_images(s.image, "style" if len(styles) == 1 else f"style {k + 1}")
+            if s.image.shape[0] != 1:
+                raise ValueError(f"style {k + 1} has a batch of {s.image.shape[0]}; the frame path takes one image")
+            image = resize_max_side(s.image, options.style_max_side).to(device=device, dtype=dtype)
+            out.append(StyleSource(_encoded(cache, "style", image, encoder, model.family.layers), s.weight, s.region))
+            step(progress)
+    return out

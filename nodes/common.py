@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 import torch
 
-from ..adaattn_model.attention import ATTENTION_KINDS, AttentionSpec, budget_for
+from ..adaattn_model.attention import ATTENTION_KINDS, AttentionSpec, budget_for, resolve_attention
 from ..adaattn_model.model import Family
+from ..adaattn_model.progress import Progress
 from ..adaattn_model.sampling import DEFAULT_SEED, SAMPLING_MODES, Sampling
 from . import host
 from .bundles import MODEL_TYPE
@@ -65,12 +66,8 @@ ATTENTION_INPUTS = {
 
 
 def attention_spec(family: Family, name: str, temperature: float) -> AttentionSpec:
-    base = family.attention
-    kind = base.kind if name == "auto" else name
-    if temperature > 0:
-        return AttentionSpec(kind, temperature)
-    default = base.temperature if kind == base.kind else {"cosine_softmax": 0.03}.get(kind, 1.0)
-    return AttentionSpec(kind, default)
+    """The attention widgets' choice for ``family`` ("auto" and temperature 0: the defaults), by the engine's rule."""
+    return resolve_attention(family.attention, name, temperature)
 
 
 def make_sampling(mode: str, seed: int) -> Sampling:
@@ -108,3 +105,9 @@ def run_in_chunks(total: int, chunk: int, step: Callable[[int, int], None]) -> N
             continue
         bar.update_absolute(stop, total)
         start = stop
+
+
+def node_progress() -> Progress:
+    """A :class:`Progress` that drives ComfyUI's progress bar and raises on a cancel."""
+    bar = host.progress(0)
+    return Progress(report=lambda done, total: bar.update_absolute(done, total), check=host.check_interrupt)

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..adaattn_model.adaattn import StyleSource
-from ..adaattn_model.color import COLOR_MODES, match_color, preserve_luminance
+from ..adaattn_model.color import COLOR_MODES
 from ..adaattn_model.frames import DEFAULT_STABILIZER, FrameState, Stabilizer, stylize_frames
-from ..adaattn_model.functional import batch_item
-from ..adaattn_model.images import resize_max_side
-from ..adaattn_model.pipeline import StylizeOptions, decode_image, encode_content, encode_style, stylize_features
+from ..adaattn_model.pipeline import StylizeOptions, style_sources
 from . import host
 from .bundles import CATEGORY, LoadedModel
 from .common import (
@@ -19,8 +16,8 @@ from .common import (
     STYLE_MAX_SIDE_INPUT,
     activation_bytes,
     attention_budget,
-    attention_spec,
     make_sampling,
+    node_progress,
     run_in_chunks,
 )
 from .tensors import fit_mask, image_to_rgb, rgb_to_image
@@ -32,12 +29,17 @@ COLOR_INPUT = (
 )  # fmt: skip
 
 
-def options_for(model: LoadedModel, device, attention, temperature, sampling, sample_seed, strength) -> StylizeOptions:
+def options_for(device, attention, temperature, sampling, sample_seed, strength, style_max_side=0,
+                color="none") -> StylizeOptions:  # fmt: skip
+    """The widgets' values as the core's options (the attention resolved by the engine's one rule)."""
     return StylizeOptions(
         alpha=strength,
-        attention=attention_spec(model.family, attention, temperature),
+        attention=attention,
+        temperature=temperature,
         sampling=make_sampling(sampling, sample_seed),
         budget_bytes=attention_budget(device),
+        color=color,
+        style_max_side=style_max_side,
     )
 
 
@@ -75,7 +77,7 @@ class AdaAttNStylize:
         if preserve_color not in COLOR_MODES:
             raise ValueError(f"preserve_color must be one of {', '.join(COLOR_MODES)}")
         contents = image_to_rgb(content, "content")
-        styles = resize_max_side(image_to_rgb(style, "style"), style_max_side)
+        styles = image_to_rgb(style, "style")
         batch = contents.shape[0]
         if styles.shape[0] not in (1, batch):
             raise ValueError(
@@ -85,35 +87,12 @@ class AdaAttNStylize:
         region = fit_mask(mask, tuple(contents.shape[-2:]), batch)
         device = host.load(model.patcher, activation_bytes(*contents.shape[-2:]))
         where, dtype = host.intermediate()
-        options = options_for(model, device, attention, temperature, sampling, sample_seed, strength)
-        layers = model.family.layers
-        encoder = model.stylizer.encoder
-        cache: dict[int, object] = {}
-        outputs = []
-
-        def step(start: int, stop: int) -> None:
-            rgb = contents[start:stop].to(device)
-            key = min(start, styles.shape[0] - 1)  # a single style serves every content
-            s = styles[key][None].to(device)
-            if preserve_color == "match":
-                encoded_style = encode_style(encoder, match_color(s, rgb), layers)
-            else:
-                if key not in cache:
-                    cache[key] = encode_style(encoder, s, layers)
-                encoded_style = cache[key]
-            host.check_interrupt()  # between the stages too, so a cancel does not wait for a whole image
-            encoded = encode_content(encoder, rgb, layers)
-            r = batch_item(region, start).to(device) if region is not None else None
-            host.check_interrupt()
-            feats = stylize_features(model.model, encoded, [StyleSource(encoded_style)], options, region=r)
-            host.check_interrupt()
-            out = decode_image(model.model, feats, encoded).float().clamp(0, 1)
-            if preserve_color == "luminance":
-                out = preserve_luminance(out, rgb)
-            outputs.append(rgb_to_image(out, where, dtype))
-
-        run_in_chunks(batch, 1, step)
-        return (torch.cat(outputs),)
+        options = options_for(device, attention, temperature, sampling, sample_seed, strength, style_max_side,
+                              preserve_color)  # fmt: skip
+        # The model's own cache: a re-run with other sliders (strength, attention, mask...) skips the encoder.
+        out = model.stylizer.stylize(contents, styles, mask=region, options=options, progress=node_progress(),
+                                     output_device=where)  # fmt: skip
+        return (rgb_to_image(out, where, dtype),)
 
 
 class AdaAttNStylizeFrames:
@@ -157,18 +136,19 @@ class AdaAttNStylizeFrames:
     def stylize(self, model: LoadedModel, frames, style, strength, style_max_side, attention, temperature, sampling,
                 sample_seed, temporal_smoothing, change_threshold, shared_normalization, frames_per_chunk):  # fmt: skip
         clip = image_to_rgb(frames, "frames")
-        style_rgb = resize_max_side(image_to_rgb(style, "style")[:1], style_max_side)
+        style_rgb = image_to_rgb(style, "style")[:1]
         stabilizer = Stabilizer(temporal_smoothing, change_threshold, shared_normalization)
         device = host.load(model.patcher, activation_bytes(*clip.shape[-2:], batch=frames_per_chunk))
         where, dtype = host.intermediate()
-        options = options_for(model, device, attention, temperature, sampling, sample_seed, strength)
-        source = StyleSource(encode_style(model.stylizer.encoder, style_rgb.to(device), model.family.layers))
+        options = options_for(device, attention, temperature, sampling, sample_seed, strength, style_max_side)
+        stylizer = model.stylizer
+        sources = style_sources(stylizer.model, stylizer.encoder, style_rgb, options, cache=stylizer.cache)
         host.check_interrupt()
         outputs, state = [], [FrameState()]
 
         def step(start: int, stop: int) -> None:
             trial = state[0].copy()  # an out-of-memory retry must not see a half-advanced state
-            chunk = stylize_frames(model.model, model.stylizer.encoder, clip[start:stop].to(device), [source], options,
+            chunk = stylize_frames(model.model, model.stylizer.encoder, clip[start:stop].to(device), sources, options,
                                    stabilizer, chunk=stop - start, state=trial)  # fmt: skip
             outputs.extend(rgb_to_image(out, where, dtype) for out in chunk)
             state[0] = trial

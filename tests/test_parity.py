@@ -12,9 +12,8 @@ import torch
 from conftest import double_state, rand_images
 
 from adaattn_model.adaattn import StyleSource
-from adaattn_model.attention import AttentionSpec
 from adaattn_model.features import from_taps
-from adaattn_model.pipeline import StylizeOptions, decode_image, encode_content, stylize, stylize_features
+from adaattn_model.pipeline import StylizeOptions, Stylizer, decode_image, encode_content, stylize_features
 from adaattn_model.sampling import Sampling
 from adaattn_model.vgg import TAPS
 
@@ -30,9 +29,10 @@ def assert_parity(ours, ref):
 
 
 def run(models, family, content, style, mode, **kw):
+    """Through the one core, as the command line and the nodes run it (a Stylizer and its cache)."""
     options = StylizeOptions(sampling=Sampling(mode), **kw)
     with torch.inference_mode():
-        return stylize(models[family], models["encoder"], content, style, options=options)
+        return Stylizer(models["encoder"], models[family]).stylize(content, style, options=options)
 
 
 def image_oracle(release, content, style, exact=False):
@@ -117,8 +117,11 @@ def test_video_model_matches_reference(release, models, content_shape):
         assert out.shape == content.shape  # exact input size back, whatever the padding
 
 
-@pytest.mark.parametrize("kind, temperature", [("cosine_softmax", 0.03), ("cosine_softmax", 0.1), ("softmax", 1.0)])
-def test_lite_model_matches_its_oracle(release, models, kind, temperature):
+@pytest.mark.parametrize(
+    "kind, chosen, temperature",
+    [("auto", None, 0.03), ("cosine_softmax", 0.1, 0.1), ("softmax", None, 1.0)],  # the rule's defaults, too
+)
+def test_lite_model_matches_its_oracle(release, models, kind, chosen, temperature):
     content, style = rand_images(1, 3, 48, 64, seed=9), rand_images(1, 3, 80, 80, seed=10)
     s = release["states"]
     ref = oracle.lite_model(
@@ -126,10 +129,10 @@ def test_lite_model_matches_its_oracle(release, models, kind, temperature):
         double_state(s["adain_decoder"]),
         content.double(),
         style.double(),
-        kind=kind,
+        kind="cosine_softmax" if kind == "auto" else kind,
         temperature=temperature,
     )
-    ours = run(models, "lite", content, style, "exact", attention=AttentionSpec(kind, temperature))
+    ours = run(models, "lite", content, style, "exact", attention=kind, temperature=chosen)
     assert_parity(ours, ref)
 
 
@@ -150,5 +153,5 @@ def test_cosine_attention_on_image_model_matches_oracle(release, models):
     d = s["image_decoder"]
     x = oracle.up(torch.relu(oracle.conv(oracle.pad(merged), d, "decoder_layer_1.1")))
     ref = oracle.decoder_tail(torch.cat([x, a3], 1), d, "decoder_layer_2.")
-    ours = run(models, "official-image", content, style, "exact", attention=AttentionSpec("cosine"))
+    ours = run(models, "official-image", content, style, "exact", attention="cosine")
     assert_parity(ours, ref)

@@ -9,6 +9,7 @@ from conftest import rand_images
 from adaattn_model.adaattn import StyleSource, adaattn_layer
 from adaattn_model.attention import AttentionSpec
 from adaattn_model.pipeline import (
+    Style,
     StylizeOptions,
     decode_image,
     encode_content,
@@ -119,6 +120,62 @@ def test_sampling_seed_matters_only_when_subsampling(models):
     c = run(models, "official-image", content, small, options=StylizeOptions(sampling=Sampling("official", 1)))
     d = run(models, "official-image", content, small, options=StylizeOptions(sampling=Sampling("official", 2)))
     assert torch.equal(c, d)
+
+
+# --- the core's styles, regions, masks and colour modes ------------------------------------------
+
+
+def test_weights_argument_equals_weighted_styles(models):
+    content, s1, s2 = rand_images(1, 3, 32, 48, seed=1), rand_images(1, 3, 40, 40, seed=2), rand_images(1, 3, 32, 32)
+    a = run(models, "lite", content, [s1, s2], weights=[1.0, 3.0])
+    b = run(models, "lite", content, [Style(s1, 1.0), Style(s2, 3.0)])
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="2 style weights for 1 styles"):
+        run(models, "lite", content, s1, weights=[1.0, 2.0])
+
+
+def test_a_style_whose_region_is_empty_leaves_the_other_alone(models):
+    content, s1, s2 = rand_images(1, 3, 32, 48, seed=1), rand_images(1, 3, 40, 40, seed=2), rand_images(1, 3, 32, 32)
+    ones = torch.ones(1, 32, 48)
+    out = run(models, "lite", content, [Style(s1, region=ones), Style(s2, region=0 * ones)])
+    torch.testing.assert_close(out, run(models, "lite", content, s1))
+    with pytest.raises(ValueError, match=r"region of style 2 has shape \[1, 8, 8\]"):
+        run(models, "lite", content, [Style(s1), Style(s2, region=torch.ones(1, 8, 8))])
+
+
+def test_an_empty_content_mask_decodes_the_content_features(models):
+    content, style = rand_images(1, 3, 32, 48, seed=1), rand_images(1, 3, 40, 40, seed=2)
+    masked = run(models, "official-image", content, style, mask=torch.zeros(1, 32, 48))
+    torch.testing.assert_close(masked, run(models, "official-image", content, style, options=StylizeOptions(alpha=0)))
+
+
+@pytest.mark.parametrize("color", ["luminance", "match"])
+def test_colour_modes_pair_and_chunk_like_single_images(models, color):
+    contents, styles = rand_images(3, 3, 32, 32, seed=1), rand_images(3, 3, 40, 40, seed=2)
+    options = StylizeOptions(color=color)
+    paired = run(models, "lite", contents, styles, options=options, content_chunk=2)
+    for i in range(3):
+        single = run(models, "lite", contents[i : i + 1], styles[i : i + 1], options=options)
+        torch.testing.assert_close(paired[i : i + 1], single)
+    shared = run(models, "lite", contents, styles[:1], options=options, content_chunk=3)
+    torch.testing.assert_close(shared[2:], run(models, "lite", contents[2:], styles[:1], options=options))
+
+
+def test_luminance_keeps_the_content_chroma(models):
+    from adaattn_model.color import rgb_to_ycbcr
+
+    content, style = rand_images(1, 3, 32, 32, seed=1), rand_images(1, 3, 40, 40, seed=2)
+    out = run(models, "lite", content, style, options=StylizeOptions(color="luminance"))
+    torch.testing.assert_close(rgb_to_ycbcr(out)[:, 1:], rgb_to_ycbcr(content)[:, 1:], rtol=1e-5, atol=1e-5)
+
+
+def test_style_max_side_shrinks_the_style_first(models):
+    from adaattn_model.images import resize_max_side
+
+    content, style = rand_images(1, 3, 32, 32, seed=1), rand_images(1, 3, 96, 64, seed=2)
+    out = run(models, "lite", content, style, options=StylizeOptions(style_max_side=48))
+    assert torch.equal(out, run(models, "lite", content, resize_max_side(style, 48)))
+    assert not torch.equal(out, run(models, "lite", content, style))
 
 
 # --- blending, regions and masks (adaattn_layer directly) ---------------------------------------

@@ -8,7 +8,7 @@ from conftest import INPUTS
 
 from adaattn_model.images import load_image, resize_max_side
 from adaattn_model.metrics import content_loss, ssim, style_loss
-from adaattn_model.pipeline import StylizeOptions, stylize
+from adaattn_model.pipeline import StylizeOptions, Stylizer
 
 pytestmark = pytest.mark.real_weights
 
@@ -24,12 +24,18 @@ def load(name, side):
 
 
 @pytest.fixture(scope="module")
-def results(real_models):
+def stylizer(real_models):
+    """The one core with its encoding cache, as the command line and the nodes run it."""
+    return Stylizer(real_models["encoder"], real_models["lite"])
+
+
+@pytest.fixture(scope="module")
+def results(stylizer):
     out = []
     for content_name, style_name in PAIRS:
         content, style = load(content_name, 256), load(style_name, 256)
         with torch.inference_mode():
-            result = stylize(real_models["lite"], real_models["encoder"], content, style).clamp(0, 1)
+            result = stylizer.stylize(content, style).clamp(0, 1)
         out.append((content, style, result))
     return out
 
@@ -50,23 +56,25 @@ def test_structure_is_kept(results):
         assert kept > lost + 0.15 and kept > 0.2, (kept, lost)
 
 
-def test_lite_beats_plain_decoding_of_the_content_on_style_and_keeps_content(real_models, results):
+def test_lite_beats_plain_decoding_of_the_content_on_style_and_keeps_content(real_models, stylizer, results):
     """alpha=0 decodes the content's own features: low content loss, high style loss."""
-    encoder, model = real_models["encoder"], real_models["lite"]
+    encoder = real_models["encoder"]
     content, style, result = results[0]
+    encodes = stylizer.cache.encodes
     with torch.inference_mode():
-        plain = stylize(model, encoder, content, style, options=StylizeOptions(alpha=0.0)).clamp(0, 1)
+        plain = stylizer.stylize(content, style, options=StylizeOptions(alpha=0.0)).clamp(0, 1)
+        assert stylizer.cache.encodes == encodes  # another strength: the encodings came from the cache
         assert content_loss(encoder, plain, content) < content_loss(encoder, result, content)
         assert style_loss(encoder, result, style) < style_loss(encoder, plain, style)
 
 
-def test_a_mix_of_two_styles_lies_between_them(real_models, results):
-    encoder, model = real_models["encoder"], real_models["lite"]
+def test_a_mix_of_two_styles_lies_between_them(real_models, stylizer, results):
+    encoder = real_models["encoder"]
     content, style_a, result_a = results[0]
     style_b = load("udnie_picabia.jpg", 256)
     with torch.inference_mode():
-        result_b = stylize(model, encoder, content, style_b).clamp(0, 1)
-        mixed = stylize(model, encoder, content, [style_a, style_b]).clamp(0, 1)
+        result_b = stylizer.stylize(content, style_b).clamp(0, 1)
+        mixed = stylizer.stylize(content, [style_a, style_b]).clamp(0, 1)
         to_a = [style_loss(encoder, r, style_a).item() for r in (result_a, mixed, result_b)]
         to_b = [style_loss(encoder, r, style_b).item() for r in (result_a, mixed, result_b)]
     assert to_a[0] < to_a[1] < to_a[2], to_a

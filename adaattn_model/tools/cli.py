@@ -62,7 +62,9 @@ def _add_stylize(sub) -> None:
     g = p.add_argument_group("stylisation")
     g.add_argument("--alpha", type=float, default=1.0, help="strength in [0, 1] (default 1)")
     g.add_argument("--attention", choices=ATTENTION_KINDS, help="attention variant (default: the family's)")
-    g.add_argument("--temperature", type=float, help="temperature of softmax attention (default: the family's)")
+    g.add_argument("--temperature", type=float,
+                   help="temperature of the softmax kinds (default: the chosen kind's own, 1 for softmax and 0.03 "
+                        "for cosine_softmax; the model's own without --attention)")  # fmt: skip
     g.add_argument("--sampling", choices=SAMPLING_MODES, default="exact",
                    help="exact: every style position (default); official: the reference's random subset")
     g.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of official sampling (default {DEFAULT_SEED})")

@@ -9,12 +9,9 @@ from pathlib import Path
 
 import torch
 
-from ..adaattn import StyleSource
-from ..attention import AttentionSpec, budget_for
-from ..color import match_color, preserve_luminance
 from ..images import IMAGE_SUFFIXES, ImageError, check_image_file, load_image, resize_max_side, save_image
 from ..models_folder import default_models_dir, pick_family
-from ..pipeline import StylizeOptions, decode_image, encode_content, encode_style, stylize_features
+from ..pipeline import Style, StylizeOptions, Stylizer
 from ..sampling import Sampling
 from ..weights import ENCODER, WeightsError, load_encoder, load_model, scan_folder
 
@@ -126,49 +123,35 @@ def run_stylize(args) -> int:
     jobs = plan_jobs(args, contents, styles)
     device = resolve_device(args.device)
     dtype = getattr(torch, args.dtype)
-    encoder_path, model_path = resolve_weights(args)
-    encoder = load_encoder(encoder_path, device, dtype)
-    model = load_model(model_path, device, dtype)
-    spec = None
-    if args.attention or args.temperature:
-        base = model.family.attention
-        spec = AttentionSpec(args.attention or base.kind, args.temperature or base.temperature)
     options = StylizeOptions(
         alpha=args.alpha,
-        attention=spec,
+        attention=args.attention,
+        temperature=args.temperature,
         sampling=Sampling(args.sampling, args.seed),
         blend=args.blend or "mix",
-        budget_bytes=args.memory_budget * 2**20 if args.memory_budget else budget_for(device),
+        budget_bytes=args.memory_budget * 2**20 if args.memory_budget else None,
+        color=args.preserve_color,
+        style_max_side=args.style_max_side,
     )
+    encoder_path, model_path = resolve_weights(args)
+    stylizer = Stylizer(load_encoder(encoder_path, device, dtype), load_model(model_path, device, dtype))
     weights = args.style_weights or [1.0] * len(styles)
     if not args.quiet:
-        print(f"model: {model.family.name} ({model_path.name}) on {device}", file=sys.stderr)
+        print(f"model: {stylizer.model.family.name} ({model_path.name}) on {device}", file=sys.stderr)
     progress = _progress(len(jobs), args.quiet)
-    style_cache: dict[Path, object] = {}
-    layers = model.family.layers
+    loaded: dict[Path, torch.Tensor] = {}  # each style file read once; its encoding is cached by the core
     with torch.inference_mode():
         for job in jobs:
             content, alpha = load_image(job.content)
             content = resize_max_side(content, args.max_side)
             if alpha is not None:
                 alpha = resize_max_side(alpha[None], args.max_side)[0]
-            sources = []
-            for path, weight in zip(job.styles, weights if len(job.styles) > 1 else [1.0]):
-                if args.preserve_color == "match":  # the recoloured style depends on the content
-                    style = resize_max_side(load_image(path)[0], args.style_max_side)
-                    encoded = encode_style(encoder, match_color(style, content), layers)
-                else:
-                    if path not in style_cache:
-                        style = resize_max_side(load_image(path)[0], args.style_max_side)
-                        style_cache[path] = encode_style(encoder, style, layers)
-                    encoded = style_cache[path]
-                sources.append(StyleSource(encoded, weight=weight))
-            encoded_content = encode_content(encoder, content, layers)
-            feats = stylize_features(model, encoded_content, sources, options)
-            result = decode_image(model, feats, encoded_content).float().clamp(0, 1).cpu()
-            if args.preserve_color == "luminance":
-                result = preserve_luminance(result, content).clamp(0, 1)
-            save_image(result, job.output, alpha)
+            for path in job.styles:
+                if path not in loaded:
+                    loaded[path] = load_image(path)[0]
+            group = [Style(loaded[path], w) for path, w in zip(job.styles, weights if len(job.styles) > 1 else [1.0])]
+            result = stylizer.stylize(content, group, options=options, output_device="cpu")
+            save_image(result.clamp(0, 1), job.output, alpha)
             progress.update(1)
     progress.close()
     if not args.quiet:

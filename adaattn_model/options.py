@@ -1,0 +1,67 @@
+"""How to stylise: one options object shared by the Python API, the command line and the nodes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .adaattn import BLEND_MODES
+from .attention import ATTENTION_KINDS, AttentionSpec, budget_for, resolve_attention
+from .color import COLOR_MODES
+from .model import Family
+from .sampling import Sampling
+
+
+@dataclass(frozen=True)
+class StylizeOptions:
+    """How to stylise.
+
+    ``alpha``: strength in [0, 1]. ``attention``: None or "auto" (the family's variant), a
+    kind name, or an :class:`AttentionSpec` (kind and temperature both given);
+    ``temperature`` None or 0 means the chosen kind's default (see
+    :func:`~adaattn_model.attention.resolve_attention`). ``layers`` None means all of the
+    family's layers (the others keep the content). ``blend``: how several styles combine
+    (mix or match). ``color``: none, luminance (keep the content's chroma) or match
+    (recolour the style to the content first). ``style_max_side``: shrink styles to this
+    longer side (0 keeps their size). ``budget_bytes``: the attention workspace (None:
+    :func:`~adaattn_model.attention.budget_for` the model's device).
+    """
+
+    alpha: float = 1.0
+    attention: AttentionSpec | str | None = None
+    temperature: float | None = None
+    sampling: Sampling = field(default_factory=Sampling)
+    layers: tuple[str, ...] | None = None
+    blend: str = "mix"
+    budget_bytes: int | None = None
+    color: str = "none"
+    style_max_side: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha (strength) must be in [0, 1], got {self.alpha}")
+        if isinstance(self.attention, str) and self.attention not in ("auto", *ATTENTION_KINDS):
+            kinds = ", ".join(ATTENTION_KINDS)
+            raise ValueError(f"unknown attention {self.attention!r}; expected auto or one of {kinds}")
+        t = self.temperature
+        if t is not None and not (t >= 0 and math.isfinite(t)):
+            raise ValueError(f"attention temperature must be a positive number (0: the default), got {t}")
+        if self.blend not in BLEND_MODES:
+            raise ValueError(f"unknown blend mode {self.blend!r}; expected one of {', '.join(BLEND_MODES)}")
+        if self.color not in COLOR_MODES:
+            raise ValueError(f"unknown colour mode {self.color!r}; expected one of {', '.join(COLOR_MODES)}")
+        if self.style_max_side < 0:
+            raise ValueError(f"style_max_side must be >= 0, got {self.style_max_side}")
+        if self.budget_bytes is not None and self.budget_bytes <= 0:
+            raise ValueError(f"the attention memory budget must be > 0 bytes, got {self.budget_bytes}")
+
+    def spec_for(self, family: Family) -> AttentionSpec:
+        """The attention to run for ``family``, by the one rule of ``resolve_attention``."""
+        if isinstance(self.attention, AttentionSpec):
+            return AttentionSpec(self.attention.kind, self.temperature) if self.temperature else self.attention
+        return resolve_attention(family.attention, self.attention, self.temperature)
+
+    def budget(self, device: torch.device) -> int:
+        return self.budget_bytes if self.budget_bytes is not None else budget_for(device)
