@@ -31,8 +31,8 @@ NOTES = {
     "adaattn_basic": "## AdaAttN: basic stylisation\nContent + style into **AdaAttN Stylize**, then save. "
     "Strength, colour preservation and the style's scale are widgets on the node.",
     "adaattn_per_layer": "## AdaAttN: the per-layer graph\n**Encode Content** and **Encode Style** (their "
-    "sockets only fit the matching inputs), apply **AdaAttN Attention** layer by layer, then **Decode**. Here relu4_1 takes style A, then a second "
-    "pass blends in 40% of style B. With the authors' image model, chain relu3_1, relu4_1 and relu5_1 "
+    "sockets only fit the matching inputs), apply **AdaAttN Attention** layer by layer, then **Decode**. "
+    "Here relu4_1 takes style A, then a second pass blends in 40% of style B. With the authors' image model, chain relu3_1, relu4_1 and relu5_1 "
     "(each with its own style or strength).",
     "adaattn_blend": "## AdaAttN: blending styles\n**Blend Styles** mixes up to four styles by weight "
     "(mix), or lets each area pick the style that fits it (match).",

@@ -139,7 +139,8 @@ def test_socket_types_keep_content_and_style_apart(comfy):
     pack, _ = comfy
     current = {k: c for k, c in pack.NODE_CLASS_MAPPINGS.items() if not getattr(c, "DEPRECATED", False)}
     inputs = [(f"{node_id}.{name}", kind) for node_id, cls in current.items()
-              for name, (kind, _) in inputs_of(cls).items() if isinstance(kind, str) and kind in PACK_TYPES]  # fmt: skip
+              for name, (kind, _) in inputs_of(cls).items()
+              if isinstance(kind, str) and kind in PACK_TYPES]  # fmt: skip
     reach = {}
     for node_id, cls in current.items():
         for out_type, out_name in zip(cls.RETURN_TYPES, cls.RETURN_NAMES):

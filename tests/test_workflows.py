@@ -161,7 +161,9 @@ def test_canvas_workflow_is_consistent_and_has_a_twin_and_thumbnail(definitions,
         link_id, origin, origin_slot, target, target_slot, kind = link
         out_kind = nodes[origin]["outputs"][origin_slot]["type"]
         in_slot = nodes[target]["inputs"][target_slot]
-        assert out_kind == kind and link_accepted(kind, in_slot["type"]), f"{path.name}: link {link_id}: {out_kind} into {in_slot['type']}"
+        assert out_kind == kind and link_accepted(kind, in_slot["type"]), (
+            f"{path.name}: link {link_id}: {out_kind} into {in_slot['type']}"
+        )
         assert in_slot["link"] == link_id and link_id in nodes[origin]["outputs"][origin_slot]["links"]
         declared = definitions[nodes[target]["type"]]
         spec = input_spec(declared, in_slot["name"])
