@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..adaattn_model.adaattn import BLEND_MODES
-from .bundles import CATEGORY, FEATURES_TYPE, BlendPart, Features, StyleBlend
+from .bundles import CATEGORY, STYLE_TYPE, BlendPart, Features, StyleBlend
 
 MAX_STYLES = 4
 
@@ -14,7 +14,7 @@ def _weight(index: int, default: float):
 
 
 def _style(index: int):
-    return (FEATURES_TYPE, {"tooltip": f"Style {index}: features from AdaAttN Encode (use_as = style)."})
+    return (STYLE_TYPE, {"tooltip": f"Style {index}: style features from AdaAttN Encode Style."})
 
 
 def _region(index: int):
@@ -30,8 +30,8 @@ class AdaAttNBlendStyles:
         "styles: each style only where its mask is."
     )
     CATEGORY = CATEGORY
-    RETURN_TYPES = (FEATURES_TYPE,)
-    RETURN_NAMES = ("styles",)
+    RETURN_TYPES = (STYLE_TYPE,)
+    RETURN_NAMES = ("style",)
     OUTPUT_TOOLTIPS = ("The blended styles, for the style input of AdaAttN Attention.",)
     FUNCTION = "blend"
 
@@ -65,8 +65,10 @@ class AdaAttNBlendStyles:
                 if inputs.get(f"region_{i}") is not None:
                     raise ValueError(f"region_{i} is connected but style_{i} is not")
                 continue
-            if not isinstance(style, Features):
-                raise ValueError(f"style_{i} must be features from AdaAttN Encode (blends do not nest)")
+            if isinstance(style, StyleBlend):
+                raise ValueError(f"style_{i} is a blend, and blends do not nest: connect its styles here instead")
+            if not isinstance(style, Features) or style.role != "style":
+                raise ValueError(f"style_{i} must be style features from AdaAttN Encode Style")
             weight = float(inputs.get(f"weight_{i}", 1.0))
             if not weight >= 0:
                 raise ValueError(f"weight_{i} must be >= 0")
@@ -74,7 +76,3 @@ class AdaAttNBlendStyles:
         if sum(p.weight for p in parts) <= 0:
             raise ValueError("the style weights add up to zero")
         return (StyleBlend(tuple(parts), mode),)
-
-
-NODE_CLASS_MAPPINGS = {"AdaAttNBlendStyles": AdaAttNBlendStyles}
-NODE_DISPLAY_NAME_MAPPINGS = {"AdaAttNBlendStyles": "AdaAttN Blend Styles"}

@@ -1,10 +1,15 @@
 """The objects that travel on the pack's custom socket types.
 
-``ADAATTN_MODEL``    -> :class:`LoadedModel`  (encoder + family model, patched for ComfyUI)
-``ADAATTN_FEATURES`` -> :class:`Features`     (an encoded content or style batch)
-                     or :class:`StyleBlend`   (several styles with weights and regions)
+``ADAATTN_MODEL``   -> :class:`LoadedModel` (encoder + family model, patched for ComfyUI)
+``ADAATTN_CONTENT`` -> :class:`Features` with role "content" (an encoded content batch, maybe partly stylised)
+``ADAATTN_STYLE``   -> :class:`Features` with role "style" (one encoded style batch)
+                    or :class:`StyleBlend` (several styles with weights and regions)
 
-They are immutable: ComfyUI caches node outputs and hands the same object to several
+Content and style have their own socket types, so the canvas refuses a style wired into a
+content input (and the reverse); the nodes still check the role at run time, since API-format
+workflows and the deprecated two-way Encode node can carry either.
+
+The objects are immutable: ComfyUI caches node outputs and hands the same object to several
 nodes, so a node returns a new object instead of changing one it received.
 """
 
@@ -19,7 +24,11 @@ from ..adaattn_model.model import AdaAttNModel, Family
 from ..adaattn_model.pipeline import Stylizer
 
 MODEL_TYPE = "ADAATTN_MODEL"
-FEATURES_TYPE = "ADAATTN_FEATURES"
+CONTENT_TYPE = "ADAATTN_CONTENT"
+STYLE_TYPE = "ADAATTN_STYLE"
+# The output of the deprecated AdaAttNEncode node (content or style, chosen by a widget): ComfyUI and its
+# frontend accept a link when the comma-separated type sets overlap, so old workflows keep validating.
+EITHER_TYPE = f"{CONTENT_TYPE},{STYLE_TYPE}"
 CATEGORY = "style_transfer/AdaAttN"
 
 

@@ -51,7 +51,3 @@ class AdaAttNColorTransfer:
         else:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
         return (rgb_to_image(out, where, dtype),)
-
-
-NODE_CLASS_MAPPINGS = {"AdaAttNColorTransfer": AdaAttNColorTransfer}
-NODE_DISPLAY_NAME_MAPPINGS = {"AdaAttNColorTransfer": "AdaAttN Color Transfer"}

@@ -29,19 +29,19 @@ ATTENTION_INPUT = (
 TEMPERATURE_INPUT = (
     "FLOAT",
     {
-        "default": 0.0, "min": 0.0, "max": 10.0, "step": 0.005,
+        "default": 0.0, "min": 0.0, "max": 10.0, "step": 0.005, "advanced": True,
         "tooltip": "Divides the softmax logits; 0 = the variant's default (1 for softmax, 0.03 for "
         "cosine_softmax). Lower = more local, patch-like matching; higher = closer to AdaIN.",
     },
 )  # fmt: skip
 SAMPLING_INPUT = (
     list(SAMPLING_MODES),
-    {"default": "exact", "tooltip": "exact: every style position. official: the authors' random subset "
-     "(4096 at relu3_1, 65536 deeper), reproducible with the seed."},
+    {"default": "exact", "advanced": True, "tooltip": "exact: every style position. official: the authors' random "
+     "subset (4096 at relu3_1, 65536 deeper), reproducible with the seed."},
 )  # fmt: skip
 SEED_INPUT = (
     "INT",
-    {"default": DEFAULT_SEED, "min": 0, "max": 2**53 - 1,
+    {"default": DEFAULT_SEED, "min": 0, "max": 2**53 - 1, "advanced": True,
      "tooltip": "Seed of official sampling (the authors used 6666). No effect in exact mode."},
 )  # fmt: skip
 STRENGTH_INPUT = (

@@ -1,4 +1,4 @@
-"""The composable graph: Encode -> AdaAttN per layer (chainable) -> Decode."""
+"""The composable graph: Encode Content / Encode Style -> AdaAttN per layer (chainable) -> Decode."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from ..adaattn_model.functional import batch_item
 from ..adaattn_model.images import resize_max_side
 from ..adaattn_model.pipeline import decode_image, encode_content, encode_style
 from . import host
-from .bundles import CATEGORY, FEATURES_TYPE, BlendPart, Features, LoadedModel, StyleBlend
+from .bundles import CATEGORY, CONTENT_TYPE, EITHER_TYPE, STYLE_TYPE, BlendPart, Features, LoadedModel, StyleBlend
 from .common import (
     ATTENTION_INPUTS,
     MODEL_INPUT,
     STRENGTH_INPUT,
+    STYLE_MAX_SIDE_INPUT,
     activation_bytes,
     attention_budget,
     attention_spec,
@@ -27,8 +28,10 @@ ROLES = ("content", "style")
 
 
 def check_content(features, model: LoadedModel, what: str = "content") -> Features:
+    if isinstance(features, StyleBlend) or (isinstance(features, Features) and features.role == "style"):
+        raise ValueError(f"{what} got style features: connect AdaAttN Encode Content (or an AdaAttN Attention) here")
     if not isinstance(features, Features) or features.role != "content":
-        raise ValueError(f"{what} must be features from AdaAttN Encode with use_as = content")
+        raise ValueError(f"{what} must be content features from AdaAttN Encode Content or AdaAttN Attention")
     missing = [layer for layer in model.family.layers if layer not in features.encoded.features]
     if missing:
         raise ValueError(
@@ -41,10 +44,12 @@ def style_parts(style, content_batch: int) -> tuple[list[BlendPart], str]:
     """The parts of a style input (one style, or a blend) and the blend mode."""
     if isinstance(style, StyleBlend):
         parts, mode = list(style.parts), style.mode
+    elif isinstance(style, Features) and style.role == "content":
+        raise ValueError("style got content features: connect AdaAttN Encode Style or AdaAttN Blend Styles here")
     elif isinstance(style, Features):
         parts, mode = [BlendPart(style, 1.0, None)], "mix"
     else:
-        raise ValueError("style must be features from AdaAttN Encode or AdaAttN Blend Styles")
+        raise ValueError("style must be style features from AdaAttN Encode Style or AdaAttN Blend Styles")
     for k, part in enumerate(parts):
         if part.style.batch not in (1, content_batch):
             raise ValueError(
@@ -59,15 +64,36 @@ def select(t: torch.Tensor | None, index: int) -> torch.Tensor | None:
     return None if t is None else batch_item(t, index)
 
 
-class AdaAttNEncode:
+def encode_images(model: LoadedModel, image, role: str, max_side: int) -> Features:
+    """Encode an IMAGE batch image by image, as content (padded for decoding) or style (as is)."""
+    if role not in ROLES:
+        raise ValueError(f"use_as must be content or style, not {role!r}")
+    rgb = resize_max_side(image_to_rgb(image), max_side)
+    device = host.load(model.patcher, activation_bytes(*rgb.shape[-2:]))
+    where, _ = host.intermediate()
+    encode_fn = encode_content if role == "content" else encode_style
+    parts: list[EncodedImage] = []
+
+    def step(start: int, stop: int) -> None:
+        encoded = encode_fn(model.stylizer.encoder, rgb[start:stop].to(device), model.family.layers)
+        parts.append(encoded.to(where))
+
+    run_in_chunks(rgb.shape[0], 1, step)
+    return Features(EncodedImage.cat(parts), role)
+
+
+IMAGE_TO_ENCODE = ("IMAGE", {"tooltip": "Images to encode (a batch is encoded image by image)."})
+
+
+class AdaAttNEncodeContent:
     DESCRIPTION = (
-        "Encodes images with the VGG encoder into AdaAttN features (relu features and attention keys at the "
-        "model's layers). Encode the content with use_as = content and each style with use_as = style."
+        "Encodes content images with the VGG encoder into AdaAttN content features (relu features and attention "
+        "queries at the model's layers), padded to a size the decoder accepts and cropped back after decoding."
     )
     CATEGORY = CATEGORY
-    RETURN_TYPES = (FEATURES_TYPE,)
-    RETURN_NAMES = ("features",)
-    OUTPUT_TOOLTIPS = ("Encoded images, for AdaAttN Attention, Blend Styles and Decode.",)
+    RETURN_TYPES = (CONTENT_TYPE,)
+    RETURN_NAMES = ("content",)
+    OUTPUT_TOOLTIPS = ("Content features, for the content input of AdaAttN Attention, or AdaAttN Decode.",)
     FUNCTION = "encode"
 
     @classmethod
@@ -75,30 +101,70 @@ class AdaAttNEncode:
         return {
             "required": {
                 "model": MODEL_INPUT,
-                "image": ("IMAGE", {"tooltip": "Images to encode (a batch is encoded image by image)."}),
+                "image": IMAGE_TO_ENCODE,
+                "max_side": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 16, "advanced": True, "tooltip":
+                             "Shrink so the longer side is at most this (0 = keep the content's size)."}),  # fmt: skip
+            }
+        }
+
+    def encode(self, model: LoadedModel, image, max_side: int):
+        return (encode_images(model, image, "content", max_side),)
+
+
+class AdaAttNEncodeStyle:
+    DESCRIPTION = (
+        "Encodes style images with the VGG encoder into AdaAttN style features (relu features and attention keys "
+        "at the model's layers), for AdaAttN Attention or AdaAttN Blend Styles."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (STYLE_TYPE,)
+    RETURN_NAMES = ("style",)
+    OUTPUT_TOOLTIPS = ("Style features, for the style input of AdaAttN Attention or a style of Blend Styles.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": MODEL_INPUT,
+                "image": IMAGE_TO_ENCODE,
+                "max_side": STYLE_MAX_SIDE_INPUT,
+            }
+        }
+
+    def encode(self, model: LoadedModel, image, max_side: int):
+        return (encode_images(model, image, "style", max_side),)
+
+
+class AdaAttNEncode:
+    """The former two-way Encode node, kept so that workflows saved with it still load and run."""
+
+    DESCRIPTION = (
+        "Deprecated: use AdaAttN Encode Content or AdaAttN Encode Style, whose typed outputs the canvas keeps "
+        "apart. Encodes images as content or style, chosen by use_as."
+    )
+    CATEGORY = CATEGORY
+    DEPRECATED = True
+    RETURN_TYPES = (EITHER_TYPE,)
+    RETURN_NAMES = ("features",)
+    OUTPUT_TOOLTIPS = ("Content or style features, as use_as says.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": MODEL_INPUT,
+                "image": IMAGE_TO_ENCODE,
                 "use_as": (list(ROLES), {"default": "content", "tooltip": "content: padded to a size the decoder "
                            "accepts and cropped back after decoding. style: used as is."}),  # fmt: skip
                 "max_side": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 16, "tooltip": "Shrink so the "
-                             "longer side is at most this (0 = keep). For styles it sets the texture scale; 512 is "
-                             "what the authors' models saw."}),  # fmt: skip
+                             "longer side is at most this (0 = keep)."}),  # fmt: skip
             }
         }
 
     def encode(self, model: LoadedModel, image, use_as: str, max_side: int):
-        if use_as not in ROLES:
-            raise ValueError(f"use_as must be content or style, not {use_as!r}")
-        rgb = resize_max_side(image_to_rgb(image), max_side)
-        device = host.load(model.patcher, activation_bytes(*rgb.shape[-2:]))
-        where, _ = host.intermediate()
-        encode_fn = encode_content if use_as == "content" else encode_style
-        parts: list[EncodedImage] = []
-
-        def step(start: int, stop: int) -> None:
-            encoded = encode_fn(model.stylizer.encoder, rgb[start:stop].to(device), model.family.layers)
-            parts.append(encoded.to(where))
-
-        run_in_chunks(rgb.shape[0], 1, step)
-        return (Features(EncodedImage.cat(parts), use_as),)
+        return (encode_images(model, image, use_as, max_side),)
 
 
 class AdaAttNAttention:
@@ -108,8 +174,8 @@ class AdaAttNAttention:
         "left out keep the content. Masks limit where (content_mask) and from where (style_mask) style is taken."
     )
     CATEGORY = CATEGORY
-    RETURN_TYPES = (FEATURES_TYPE,)
-    RETURN_NAMES = ("features",)
+    RETURN_TYPES = (CONTENT_TYPE,)
+    RETURN_NAMES = ("content",)
     OUTPUT_TOOLTIPS = ("The content features with this layer stylised; chain into another layer or Decode.",)
     FUNCTION = "apply"
 
@@ -118,10 +184,10 @@ class AdaAttNAttention:
         return {
             "required": {
                 "model": MODEL_INPUT,
-                "content": (FEATURES_TYPE, {"tooltip": "Content features (Encode with use_as = content, or the "
-                            "output of another AdaAttN Attention)."}),  # fmt: skip
-                "style": (FEATURES_TYPE, {"tooltip": "Style features (Encode with use_as = style), or a blend "
-                          "of styles from AdaAttN Blend Styles."}),  # fmt: skip
+                "content": (CONTENT_TYPE, {"tooltip": "Content features from AdaAttN Encode Content, or the output "
+                            "of another AdaAttN Attention."}),  # fmt: skip
+                "style": (STYLE_TYPE, {"tooltip": "Style features from AdaAttN Encode Style, or a blend of styles "
+                          "from AdaAttN Blend Styles."}),  # fmt: skip
                 "layer": (list(ATTENTION_LAYERS), {"default": "relu4_1", "tooltip": "VGG layer to stylise. The "
                           "image model uses all three; the video model relu3_1; lite relu4_1."}),  # fmt: skip
                 **ATTENTION_INPUTS,
@@ -206,7 +272,7 @@ class AdaAttNDecode:
         return {
             "required": {
                 "model": MODEL_INPUT,
-                "features": (FEATURES_TYPE, {"tooltip": "Content features after one or more AdaAttN Attention "
+                "features": (CONTENT_TYPE, {"tooltip": "Content features after one or more AdaAttN Attention "
                              "nodes (layers not stylised keep the content)."}),  # fmt: skip
             }
         }
@@ -224,11 +290,3 @@ class AdaAttNDecode:
 
         run_in_chunks(features.batch, 1, step)
         return (torch.cat(images),)
-
-
-NODE_CLASS_MAPPINGS = {"AdaAttNEncode": AdaAttNEncode, "AdaAttNAttention": AdaAttNAttention, "AdaAttNDecode": AdaAttNDecode}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "AdaAttNEncode": "AdaAttN Encode",
-    "AdaAttNAttention": "AdaAttN Attention (one layer)",
-    "AdaAttNDecode": "AdaAttN Decode",
-}

@@ -73,7 +73,3 @@ class AdaAttNLoadFrames:
             frames.append(rgb)
         where, dtype = host.intermediate()
         return (rgb_to_image(torch.cat(frames), where, dtype), "\n".join(p.name for p in chosen))
-
-
-NODE_CLASS_MAPPINGS = {"AdaAttNLoadFrames": AdaAttNLoadFrames}
-NODE_DISPLAY_NAME_MAPPINGS = {"AdaAttNLoadFrames": "AdaAttN Load Frames"}

@@ -33,9 +33,9 @@ class AdaAttNMetrics:
                 "model": MODEL_INPUT,
                 "result": ("IMAGE", {"tooltip": "The stylised images or frames."}),
                 "content": ("IMAGE", {"tooltip": "The content images or input frames, same count and size."}),
-                "long_range": ("INT", {"default": 5, "min": 1, "max": 100, "tooltip": "Frame gap of the "
-                               "long-range warping error (frame sequences only)."}),  # fmt: skip
-                "style_max_side": STYLE_MAX_SIDE_INPUT,
+                "long_range": ("INT", {"default": 5, "min": 1, "max": 100, "advanced": True, "tooltip": "Frame gap "
+                               "of the long-range warping error (frame sequences only)."}),  # fmt: skip
+                "style_max_side": ("INT", {**STYLE_MAX_SIDE_INPUT[1], "advanced": True}),
             },
             "optional": {
                 "style": ("IMAGE", {"tooltip": "The style image, for the style loss."}),
@@ -70,7 +70,3 @@ class AdaAttNMetrics:
             report.update(temporal_metrics(inputs, outputs, min(long_range, outputs.shape[0] - 1)))
         text = json.dumps(report, indent=2)
         return {"ui": {"text": [text]}, "result": (text,)}
-
-
-NODE_CLASS_MAPPINGS = {"AdaAttNMetrics": AdaAttNMetrics}
-NODE_DISPLAY_NAME_MAPPINGS = {"AdaAttNMetrics": "AdaAttN Metrics"}

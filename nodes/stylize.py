@@ -122,14 +122,16 @@ class AdaAttNStylizeFrames:
                                        "previous frame's style statistics where the content did not change "
                                        "(0 = off). Steadies static areas; moving ones follow at once."}),  # fmt: skip
                 "change_threshold": ("FLOAT", {"default": DEFAULT_STABILIZER.change_threshold, "min": 0.01,
-                                     "max": 10.0, "step": 0.05, "tooltip": "How much an area may change and still "
-                                     "count as unchanged for temporal smoothing (higher = smoother, but slower "
-                                     "to follow changes and cuts)."}),  # fmt: skip
+                                     "max": 10.0, "step": 0.05, "advanced": True, "tooltip": "How much an area may "
+                                     "change and still count as unchanged for temporal smoothing (higher = smoother, "
+                                     "but slower to follow changes and cuts)."}),  # fmt: skip
                 "shared_normalization": ("FLOAT", {"default": DEFAULT_STABILIZER.shared_normalization, "min": 0.0,
-                                         "max": 0.99, "step": 0.01, "tooltip": "Normalise each frame with content "
-                                         "statistics averaged over the frames so far (0 = per frame)."}),  # fmt: skip
-                "frames_per_chunk": ("INT", {"default": 4, "min": 1, "max": 256, "tooltip": "Frames processed "
-                                     "together; halved automatically when the GPU runs out of memory."}),  # fmt: skip
+                                         "max": 0.99, "step": 0.01, "advanced": True, "tooltip": "Normalise each "
+                                         "frame with content statistics averaged over the frames so far (0 = per "
+                                         "frame)."}),  # fmt: skip
+                "frames_per_chunk": ("INT", {"default": 4, "min": 1, "max": 256, "advanced": True, "tooltip": "Frames "
+                                     "processed together; halved automatically when the GPU runs out of "
+                                     "memory."}),  # fmt: skip
             }
         }
 

@@ -6,10 +6,11 @@ links and widget order are exactly the frontend's. This script then lays the nod
 columns by graph depth, adds a note that explains the workflow, and makes each ``.jpg``
 thumbnail from that workflow's real output:
 
-    python scripts/tidy_workflows.py EXPORTED_DIR OUTPUTS_DIR
+    python scripts/tidy_workflows.py EXPORTED_DIR [OUTPUTS_DIR]
 
 EXPORTED_DIR holds ``<name>.json`` files from the frontend; OUTPUTS_DIR holds
-``<name>/`` folders with the images or video each workflow produced.
+``<name>/`` folders with the images or video each workflow produced. Without OUTPUTS_DIR
+the thumbnails are left as they are (for a change of node interface that keeps the outputs).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ WEIGHTS = (
 NOTES = {
     "adaattn_basic": "## AdaAttN: basic stylisation\nContent + style into **AdaAttN Stylize**, then save. "
     "Strength, colour preservation and the style's scale are widgets on the node.",
-    "adaattn_per_layer": "## AdaAttN: the per-layer graph\n**Encode** the content and styles, apply "
-    "**AdaAttN Attention** layer by layer, then **Decode**. Here relu4_1 takes style A, then a second "
-    "pass blends in 40% of style B. With the authors' image model, chain relu3_1, relu4_1 and relu5_1 "
+    "adaattn_per_layer": "## AdaAttN: the per-layer graph\n**Encode Content** and **Encode Style** (their "
+    "sockets only fit the matching inputs), apply **AdaAttN Attention** layer by layer, then **Decode**. "
+    "Here relu4_1 takes style A, then a second pass blends in 40% of style B. With the authors' image model, chain relu3_1, relu4_1 and relu5_1 "
     "(each with its own style or strength).",
     "adaattn_blend": "## AdaAttN: blending styles\n**Blend Styles** mixes up to four styles by weight "
     "(mix), or lets each area pick the style that fits it (match).",
@@ -125,7 +126,7 @@ def video_frames(path: Path, count: int = 3) -> list[Image.Image]:
     return [frames[i] for i in picks]
 
 
-def main(exported: Path, outputs: Path) -> None:
+def main(exported: Path, outputs: Path | None) -> None:
     for source in sorted(exported.glob("*.json")):
         name = source.stem
         workflow = json.loads(source.read_text())
@@ -134,11 +135,14 @@ def main(exported: Path, outputs: Path) -> None:
         layout(workflow)
         add_note(workflow, name)
         (ROOT / "workflows" / f"{name}.json").write_text(json.dumps(workflow, indent=2) + "\n")
+        if outputs is None:
+            print(f"workflows/{name}.json")
+            continue
         thumbnail(name, outputs, ROOT / "workflows" / f"{name}.jpg")
         print(f"workflows/{name}.json + .jpg")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) == 3 else None)

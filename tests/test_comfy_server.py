@@ -6,7 +6,8 @@ Runs only when a ComfyUI checkout and its Python are given:
 
 It uses the harness ``comfy_harness.py`` (``$COMFY_HARNESS``, by default the project's
 sibling ``shared/tools/`` folder), the lite weights from ``python -m adaattn_model fetch``,
-and the images in ``assets/inputs``. With ``$COMFY_NODE_PATH`` (a node_modules folder
+and the images in ``assets/inputs``; besides the shipped workflows it runs the saved ones
+with earlier node interfaces (``tests/data/legacy``). With ``$COMFY_NODE_PATH`` (a node_modules folder
 holding playwright-core) it also loads the canvas workflows in the real frontend.
 """
 
@@ -18,18 +19,41 @@ import subprocess
 import sys
 from pathlib import Path
 
+import comfy_stubs
 import pytest
 
 from adaattn_model.models_folder import default_models_dir
 from adaattn_model.tools.fetch import installed
 
 ROOT = Path(__file__).resolve().parent.parent
+LEGACY = Path(__file__).parent / "data" / "legacy"
 HARNESS = Path(os.environ.get("COMFY_HARNESS", ROOT.parent / "shared" / "tools" / "comfy_harness.py"))
 
 pytestmark = pytest.mark.skipif(
     not (os.environ.get("COMFYUI_DIR") and os.environ.get("COMFYUI_PYTHON")),
     reason="set COMFYUI_DIR and COMFYUI_PYTHON to run the real-ComfyUI test",
 )
+
+
+def node_table(tmp_path: Path) -> dict:
+    """id -> (title, search aliases, advanced widgets), from the pack imported against stub ComfyUI modules."""
+    saved = dict(sys.modules)
+    _, modules = comfy_stubs.build(tmp_path / "stub_models")
+    sys.modules.update(modules)
+    try:
+        pack = comfy_stubs.import_pack()
+        table = {}
+        for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
+            spec = cls.INPUT_TYPES()
+            advanced = {n for sec in ("required", "optional") for n, e in spec.get(sec, {}).items()
+                        if len(e) > 1 and e[1].get("advanced")}  # fmt: skip
+            table[node_id] = (pack.NODE_DISPLAY_NAME_MAPPINGS[node_id], list(cls.SEARCH_ALIASES), advanced)
+        return table
+    finally:
+        for name in list(sys.modules):
+            if name not in saved:
+                del sys.modules[name]
+        sys.modules.update(saved)
 
 
 def test_every_workflow_runs_in_a_real_comfyui(tmp_path):
@@ -46,7 +70,8 @@ def test_every_workflow_runs_in_a_real_comfyui(tmp_path):
     command = [
         sys.executable, str(HARNESS), "--comfy", os.environ["COMFYUI_DIR"], "--python", os.environ["COMFYUI_PYTHON"],
         "--pack", str(ROOT), "--workflows", str(ROOT / "workflows" / "*.json"),
-        "--workflows", str(ROOT / "workflows" / "api" / "*.json"), "--inputs", str(ROOT / "assets" / "inputs"),
+        "--workflows", str(ROOT / "workflows" / "api" / "*.json"), "--workflows", str(LEGACY / "*.json"),
+        "--pack-name", "comfyui-adaattn", "--inputs", str(ROOT / "assets" / "inputs"),
         "--models", str(models), "--out", str(out), "--timeout", "900",
     ]  # fmt: skip
     if os.environ.get("COMFY_NODE_PATH"):
@@ -56,11 +81,22 @@ def test_every_workflow_runs_in_a_real_comfyui(tmp_path):
     print(result.stderr[-3000:])
     assert result.returncode == 0 and summary["ok"], summary["problems"]
     pack = summary["pack"]
-    assert not pack["import_failed"] and pack["node_count"] == 10
+    assert not pack["import_failed"]
+    # what the real server serves is the pack's one node table: ids, titles, search aliases, advanced widgets
+    served_nodes = json.loads((out / "object_info_pack.json").read_text())
+    table = node_table(tmp_path)
+    assert set(served_nodes) == set(table) and pack["node_count"] == len(table)
+    for node_id, (title, aliases, advanced) in table.items():
+        info = served_nodes[node_id]
+        assert info["display_name"] == title and info["search_aliases"] == aliases, node_id
+        inputs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        assert {n for n, e in inputs.items() if len(e) > 1 and e[1].get("advanced")} == advanced, node_id
+    assert served_nodes["AdaAttNEncode"].get("deprecated") is True
     served = pack["example_workflows_served"]
     assert len(served) == 7 and all(s["status"] == 200 and s["format"] == "ui" for s in served)
     runs = {(w["format"], w["name"]): w for w in summary["workflows"]}
-    assert sorted(runs) == sorted((f, p.name) for f in ("ui", "api") for p in (ROOT / "workflows").glob("*.json"))
+    shipped = [(f, p.name) for f in ("ui", "api") for p in (ROOT / "workflows").glob("*.json")]
+    assert sorted(runs) == sorted(shipped + [("api", p.name) for p in LEGACY.glob("*.json")])
     for key, run in runs.items():
         assert run["status"] == "success" and run["outputs"], key
         assert all(o["exists"] and o["view_ok"] for o in run["outputs"]), key

@@ -18,6 +18,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 CANVAS = sorted((ROOT / "workflows").glob("*.json"))
 API = sorted((ROOT / "workflows" / "api").glob("*.json"))
+# Workflows saved with earlier node interfaces (API format): they must keep validating.
+LEGACY = sorted((Path(__file__).parent / "data" / "legacy").glob("*.json"))
 CORE = json.loads((Path(__file__).parent / "data" / "core_nodes.json").read_text())["nodes"]
 FRONTEND_ONLY = {"MarkdownNote", "Note", "Reroute", "PrimitiveNode"}
 INPUT_FILES = {p.name for p in (ROOT / "assets" / "inputs").iterdir()}
@@ -36,7 +38,8 @@ def definitions(release, tmp_path_factory):
     try:
         pack = comfy_stubs.import_pack()
         ours = {
-            name: {"input": cls.INPUT_TYPES(), "output": list(cls.RETURN_TYPES)}
+            name: {"input": cls.INPUT_TYPES(), "output": list(cls.RETURN_TYPES),
+                   "deprecated": getattr(cls, "DEPRECATED", False)}  # fmt: skip
             for name, cls in pack.NODE_CLASS_MAPPINGS.items()
         }
     finally:
@@ -45,6 +48,15 @@ def definitions(release, tmp_path_factory):
                 del sys.modules[name]
         sys.modules.update(saved)
     return {**{k: {"input": v["input"], "output": v["output"]} for k, v in CORE.items()}, **ours}
+
+
+def link_accepted(output_type, input_type) -> bool:
+    """ComfyUI's link rule (comfy_execution/validation.py): equal, '*', or overlapping comma-separated sets."""
+    if output_type == input_type or "*" in (output_type, input_type):
+        return True
+    if not isinstance(output_type, str) or not isinstance(input_type, str):
+        return False
+    return bool({t.strip() for t in output_type.split(",")} & {t.strip() for t in input_type.split(",")})
 
 
 def input_spec(definition: dict, name: str):
@@ -84,7 +96,7 @@ def check_value(kind, options, value, where):
         raise AssertionError(f"{where}: a {kind} input needs a link, not the value {value!r}")
 
 
-@pytest.mark.parametrize("path", API, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", API + LEGACY, ids=lambda p: p.name)
 def test_api_workflow_matches_the_node_definitions(definitions, path):
     graph = json.loads(path.read_text())
     assert graph, "empty workflow"
@@ -109,7 +121,7 @@ def test_api_workflow_matches_the_node_definitions(definitions, path):
                 assert source is not None, f"{where}: links to missing node {value[0]}"
                 out_types = definitions[source["class_type"]]["output"]
                 assert value[1] < len(out_types), f"{where}: output {value[1]} does not exist"
-                assert spec[0] in (out_types[value[1]], "*"), f"{where}: {out_types[value[1]]} into {spec[0]}"
+                assert link_accepted(out_types[value[1]], spec[0]), f"{where}: {out_types[value[1]]} into {spec[0]}"
                 continue
             if spec[0] == "DYNAMIC":
                 base = values[name.split(".")[0]]
@@ -149,13 +161,15 @@ def test_canvas_workflow_is_consistent_and_has_a_twin_and_thumbnail(definitions,
         link_id, origin, origin_slot, target, target_slot, kind = link
         out_kind = nodes[origin]["outputs"][origin_slot]["type"]
         in_slot = nodes[target]["inputs"][target_slot]
-        assert out_kind == kind and in_slot["type"] in (kind, "*"), f"{path.name}: link {link_id}: {out_kind} into {in_slot['type']}"
+        assert out_kind == kind and link_accepted(kind, in_slot["type"]), (
+            f"{path.name}: link {link_id}: {out_kind} into {in_slot['type']}"
+        )
         assert in_slot["link"] == link_id and link_id in nodes[origin]["outputs"][origin_slot]["links"]
         declared = definitions[nodes[target]["type"]]
         spec = input_spec(declared, in_slot["name"])
         assert spec is not None, f"{path.name}: link {link_id} into unknown input {in_slot['name']}"
         is_widget = isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "COMBO")
-        assert is_widget or spec[0] in (kind, "*"), f"{path.name}: link {link_id}: {kind} into {spec[0]}"
+        assert is_widget or link_accepted(kind, spec[0]), f"{path.name}: link {link_id}: {kind} into {spec[0]}"
         assert definitions[nodes[origin]["type"]]["output"][origin_slot] == kind
     thumb = path.with_suffix(".jpg")
     assert thumb.is_file(), f"{path.name}: no thumbnail"
@@ -172,3 +186,35 @@ def test_workflows_use_only_core_nodes_and_ours(definitions):
     for path in API:
         for node in json.loads(path.read_text()).values():
             assert node["class_type"].startswith("AdaAttN") or node["class_type"] in CORE
+
+
+def test_shipped_workflows_use_no_deprecated_node(definitions):
+    deprecated = {name for name, d in definitions.items() if d.get("deprecated")}
+    assert deprecated == {"AdaAttNEncode"}
+    for path in API:
+        assert not {n["class_type"] for n in json.loads(path.read_text()).values()} & deprecated, path.name
+    for path in CANVAS:
+        assert not {n["type"] for n in json.loads(path.read_text())["nodes"]} & deprecated, path.name
+    for path in LEGACY:  # the saved old workflows do use it: that is what they test
+        assert {n["class_type"] for n in json.loads(path.read_text()).values()} & deprecated, path.name
+
+
+def test_every_link_carries_the_socket_type_of_both_ends(definitions):
+    """Content features only into content inputs, style features only into style inputs, in every workflow."""
+    seen = set()
+    for path in API:
+        graph = json.loads(path.read_text())
+        for node_id, node in graph.items():
+            for name, value in node["inputs"].items():
+                if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+                    out_type = definitions[graph[value[0]]["class_type"]]["output"][value[1]]
+                    in_type = input_spec(definitions[node["class_type"]], name)[0]
+                    assert in_type in (out_type, "*"), f"{path.name}#{node_id}.{name}: {out_type} into {in_type}"
+                    seen.add(out_type)
+    for path in CANVAS:
+        workflow = json.loads(path.read_text())
+        nodes = {n["id"]: n for n in workflow["nodes"]}
+        for link_id, origin, origin_slot, target, target_slot, kind in workflow["links"]:
+            assert nodes[target]["inputs"][target_slot]["type"] in (kind, "*"), f"{path.name}: link {link_id}"
+            seen.add(kind)
+    assert {"ADAATTN_MODEL", "ADAATTN_CONTENT", "ADAATTN_STYLE"} <= seen
