@@ -32,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
     g.add_argument("--beta1", type=float, default=d.beta1, help=f"Adam beta1 (default {d.beta1})")
     g.add_argument("--beta2", type=float, default=d.beta2, help=f"Adam beta2 (default {d.beta2})")
+    g.add_argument("--adam-eps", type=float, default=d.adam_eps, help=f"Adam epsilon (default {d.adam_eps})")
     g.add_argument("--constant-epochs", type=int, default=d.constant_epochs,
                    help=f"epochs at the full rate before the decay (default {d.constant_epochs})")  # fmt: skip
     g.add_argument("--lr-decay", type=float, default=d.lr_decay, help=f"rate factor per later epoch ({d.lr_decay})")
@@ -97,7 +98,7 @@ def config_from_args(args: argparse.Namespace, parser_defaults: dict | None = No
         content=str(args.content), style=str(args.style), run_dir=str(args.output), family=args.family,
         encoder=str(args.encoder or _default_encoder()), init=str(args.init or ""), steps=args.steps,
         epochs=args.epochs, batch_size=args.batch_size, load_size=args.load_size, crop_size=args.crop_size,
-        flip=args.flip, lr=args.lr, beta1=args.beta1, beta2=args.beta2, constant_epochs=args.constant_epochs,
+        flip=args.flip, lr=args.lr, beta1=args.beta1, beta2=args.beta2, adam_eps=args.adam_eps, constant_epochs=args.constant_epochs,
         lr_decay=args.lr_decay, lambda_content=args.lambda_content, lambda_global=args.lambda_global,
         lambda_local=args.lambda_local, lambda_similarity=args.lambda_similarity,
         loss_layers=list(args.loss_layers or []), similarity_layers=list(args.similarity_layers),

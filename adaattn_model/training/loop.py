@@ -56,6 +56,7 @@ class TrainConfig:
     lr: float = 2e-4
     beta1: float = 0.9
     beta2: float = 0.999
+    adam_eps: float = 1e-8
     constant_epochs: int = 2
     lr_decay: float = 0.3
     lambda_content: float = 0.0
@@ -94,6 +95,8 @@ class TrainConfig:
             raise ValueError(f"the official-image decoder needs a --crop-size divisible by 16, got {self.crop_size}")
         if not (self.lr > 0 and 0 < self.lr_decay <= 1 and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ValueError("need --lr > 0, 0 < --lr-decay <= 1 and betas in [0, 1)")
+        if not self.adam_eps > 0:
+            raise ValueError("--adam-eps must be > 0")
         lambdas = (self.lambda_content, self.lambda_global, self.lambda_local, self.lambda_similarity)
         if min(lambdas) < 0 or not all(map(math.isfinite, lambdas)):
             raise ValueError("loss weights must be finite and >= 0")
@@ -238,7 +241,9 @@ def _train(config: TrainConfig, resume, data: Data, dist_info: Distributed, log)
         forward = nn.parallel.DistributedDataParallel(
             forward, device_ids=[device.index] if device.type == "cuda" else None
         )
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2), eps=config.adam_eps
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     seeds = torch.Generator().manual_seed(config.seed)
     step = 0

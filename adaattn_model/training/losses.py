@@ -31,7 +31,9 @@ from .forward import LOSS_LAYERS, adaattn_train, check_loss_layers, encode_layer
 
 LOCAL_MAX_SAMPLE = 64 * 64  # style positions of the local-loss target (reference)
 SIMILARITY_LAYERS = ("relu3_1", "relu4_1", "relu5_1")
-SIMILARITY_EPS = 1e-8  # keeps a column of zero distances (identical images) finite
+# Floor of the mean distance in a column: a flat image (all distances ~0, e.g. a freshly
+# initialised decoder's output) would otherwise divide round-off by round-off.
+SIMILARITY_FLOOR = 1e-3
 _SOFTMAX = AttentionSpec("softmax")
 
 
@@ -103,12 +105,16 @@ def local_loss(
 
 
 def distance_pattern(a: Tensor, b: Tensor) -> Tensor:
-    """Column-normalised cosine distances [N, n_a, n_b] between the positions of ``a`` and ``b`` [N,C,h,w]."""
+    """Column-normalised cosine distances [N, n_a, n_b] between the positions of ``a`` and ``b`` [N,C,h,w].
+
+    Each column (a position of ``b``) is divided by its sum over the positions of ``a``,
+    floored at ``n_a * SIMILARITY_FLOOR``.
+    """
     a = _wide(a).flatten(2).transpose(1, 2)
     b = _wide(b).flatten(2).transpose(1, 2)
     cos = F.normalize(a, dim=-1, eps=1e-12) @ F.normalize(b, dim=-1, eps=1e-12).transpose(1, 2)
     distance = 1.0 - cos
-    return distance / (distance.sum(dim=1, keepdim=True) + SIMILARITY_EPS)
+    return distance / distance.sum(dim=1, keepdim=True).clamp_min(distance.shape[1] * SIMILARITY_FLOOR)
 
 
 def similarity_loss(
