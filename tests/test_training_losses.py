@@ -159,7 +159,7 @@ def oracle_similarity(c1, c2, o1, o2):
         a, b = a.flatten(2), b.flatten(2)  # [N, C, n]
         cos = torch.einsum("nci,ncj->nij", a, b) / (a.norm(dim=1)[:, :, None] * b.norm(dim=1)[:, None, :])
         d = 1 - cos
-        return d / (d.sum(dim=1, keepdim=True) + 1e-8)
+        return d / d.sum(dim=1, keepdim=True).clamp_min(d.shape[1] * 1e-3)
 
     return sum((pattern(o1[i], o2[i]) - pattern(c1[i], c2[i])).abs().mean() for i in (2, 3, 4))
 
