@@ -260,3 +260,17 @@ def test_refuses_parameter_free_family_and_unpaired_batches(release, models):
         losses(trainable(release, "official-image"), models["encoder"], content, style)
     with pytest.raises(ValueError, match="no trainable attention"):
         losses(models["lite"], models["encoder"], content, style.expand(2, -1, -1, -1))
+
+
+def test_bf16_autocast_gives_finite_losses_near_float32(release, models):
+    """--amp bf16: convs run in bfloat16, attention and losses stay float32."""
+    content, style = rand_images(2, 3, 32, 32, seed=40), rand_images(2, 3, 48, 48, seed=41)
+    model = trainable(release, "official-image")
+    exact = losses(model, models["encoder"], content, style, seed=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = losses(model, models["encoder"], content, style, seed=1)
+    assert all(t.dtype == torch.float32 for t in mixed.values())
+    for name in ("global", "local"):
+        assert mixed[name].item() == pytest.approx(exact[name].item(), rel=0.1)
+    sum(mixed.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())

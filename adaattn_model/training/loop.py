@@ -62,7 +62,7 @@ class TrainConfig:
     lambda_content: float = 0.0
     lambda_global: float = 10.0
     lambda_local: float = 3.0
-    lambda_similarity: float = 1000.0
+    lambda_similarity: float = 10000.0
     loss_layers: list[str] = field(default_factory=list)  # empty: the family's default
     similarity_layers: list[str] = field(default_factory=lambda: list(SIMILARITY_LAYERS))
     pairs: str = "shift"  # video family: "shift" or "different"

@@ -111,11 +111,11 @@ def plot_curves(rows: Sequence[Mapping[str, str]], path: Path, size: tuple[int, 
         fy = (math.log10(max(value, 10.0**lo)) - lo) / (hi - lo)
         return x0 + fx * (x1 - x0), y0 + fy * (y1 - y0)
 
-    draw.rectangle([x0, y1, x1, y0], outline=(0, 0, 0))
     for decade in range(lo, hi + 1):
         y = xy(steps[0], 10.0**decade)[1]
         draw.line([x0, y, x1, y], fill=(220, 220, 220))
         draw.text((8, y - 6), f"1e{decade}", fill=(0, 0, 0))
+    draw.rectangle([x0, y1, x1, y0], outline=(0, 0, 0))
     for frac in (0, 0.5, 1):
         step = steps[0] + frac * span
         draw.text((x0 + frac * (x1 - x0) - 10, y0 + 8), f"{int(step)}", fill=(0, 0, 0))
