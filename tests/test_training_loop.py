@@ -127,7 +127,8 @@ def test_bad_settings_are_refused_before_anything_is_written(release, images, tm
 def test_image_run_writes_loadable_weights_log_samples_and_skips_unreadable(release, images, tmp_path, capsys):
     (images[0] / "broken.png").write_bytes(b"\x89PNG but not really")
     run = tmp_path / "run"
-    assert main(train_args(release, images, run, "--steps", "2", "--sample-every", "1")) == 0
+    flags = ("--steps", "2", "--sample-every", "1", "--checkpoint-activations", "--amp", "bf16")
+    assert main(train_args(release, images, run, *flags)) == 0
     err = capsys.readouterr().err
     assert "1 unreadable files skipped" in err
     model = load_model(run / "model.safetensors")
