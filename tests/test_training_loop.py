@@ -167,6 +167,7 @@ def test_resumed_video_run_equals_uninterrupted_run(release, images, tmp_path):
     assert not torch.equal(wa["decoder.conv1_1.weight"], initial["decoder.conv1_1.weight"])  # it did train
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo under torchrun is tested on Linux")
 def test_two_processes_equal_one_with_the_same_global_batch(release, images, tmp_path):
     """torchrun with 2 CPU processes (gloo, batch 2 each) gives the parameters of 1 process with batch 4."""
