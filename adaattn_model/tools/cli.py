@@ -105,6 +105,12 @@ def _add_no_fetch(parser) -> None:
                         help="never download the lite weights on first use (also: ADAATTN_NO_FETCH=1)")  # fmt: skip
 
 
+def _add_train(sub) -> None:
+    from .train import add_arguments
+
+    add_arguments(sub.add_parser("train", help="train official-image or official-video with the paper's losses"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m adaattn_model", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"adaattn_model {__version__}")
@@ -114,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_stylize(sub)
     _add_eval(sub)
+    _add_train(sub)
     return parser
 
 
@@ -193,6 +200,12 @@ def run_eval(args) -> int:
     return 0
 
 
+def run_train(args) -> int:
+    from .train import run_train as run
+
+    return run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -200,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..weights import WeightsError
     from .fetch import FetchError
 
-    commands = {"fetch": run_fetch, "convert": run_convert, "info": run_info, "eval": run_eval}
+    commands = {"fetch": run_fetch, "convert": run_convert, "info": run_info, "eval": run_eval, "train": run_train}
     try:
         if args.command == "stylize":
             from .stylize import run_stylize
