@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_stylize(sub)
     _add_eval(sub)
+    from .compare import add_parser as _add_compare  # noqa: E402
+
+    _add_compare(sub)
     return parser
 
 
@@ -185,7 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..weights import WeightsError
     from .fetch import FetchError
 
-    commands = {"fetch": run_fetch, "convert": run_convert, "info": run_info, "eval": run_eval}
+    from .compare import run_compare
+
+    commands = {"fetch": run_fetch, "convert": run_convert, "info": run_info, "eval": run_eval, "compare": run_compare}
     try:
         if args.command == "stylize":
             from .stylize import run_stylize
