@@ -52,7 +52,7 @@ from ..features import EncodedImage
 from ..files import atomic_output
 from ..functional import calc_mean_std, mean_variance_norm
 from ..images import ImageError, load_image, pil_to_tensor, resize_max_side, tensor_to_pil
-from ..metrics import content_loss, ssim, style_loss_from_stats, style_statistics
+from ..metrics import CONTENT_TAPS, ssim, style_loss_from_stats, style_statistics, vgg_taps
 from ..model import FAMILIES, AdaAttNModel
 from ..pipeline import (
     StylizeOptions,
@@ -233,14 +233,17 @@ def quantize(image: Tensor) -> Tensor:
     return (image.detach().float().cpu().clamp(0, 1) * 255).round() / 255
 
 
-def score(encoder: VGGEncoder, output: Tensor, content: Tensor, style_stats: dict, baseline: float) -> dict:
-    """The measures of one output; ``baseline`` is the content's own style loss to the style."""
-    loss = float(style_loss_from_stats(style_statistics(encoder, output), style_stats)[0])
-    return {
-        "style_ratio": loss / baseline,
-        "ssim": float(ssim(output, content)[0]),
-        "content_loss": float(content_loss(encoder, output, content)[0]),
-    }
+def score(encoder: VGGEncoder, output: Tensor, content_taps: dict[str, Tensor], style_stats: dict,
+          baseline: float, content: Tensor) -> dict:  # fmt: skip
+    """The measures of one output (those of :mod:`..metrics`, with one VGG pass over the output);
+    ``baseline`` is the content's own style loss to the style."""
+    taps = vgg_taps(encoder, output)
+    stats = {tap: tuple(s.flatten(1) for s in calc_mean_std(f)) for tap, f in taps.items()}
+    loss = float(style_loss_from_stats(stats, style_stats)[0])
+    c_loss = sum(
+        float((mean_variance_norm(taps[t]) - mean_variance_norm(content_taps[t])).pow(2).mean()) for t in CONTENT_TAPS
+    )
+    return {"style_ratio": loss / baseline, "ssim": float(ssim(output, content)[0]), "content_loss": c_loss}
 
 
 @dataclass(frozen=True)
@@ -262,7 +265,9 @@ def compare(encoder: VGGEncoder, methods: Sequence[Method], pairs: Sequence[Pair
         style_full = load_image(pair.style)[0]
         style = resize_max_side(style_full, style_size)
         stats = style_statistics(encoder, style)
-        baseline = float(style_loss_from_stats(style_statistics(encoder, content), stats)[0])
+        content_taps = vgg_taps(encoder, content)
+        content_stats = {tap: tuple(s.flatten(1) for s in calc_mean_std(f)) for tap, f in content_taps.items()}
+        baseline = float(style_loss_from_stats(content_stats, stats)[0])
         images = [content, style]
         for method in methods:
             start = time.perf_counter()
@@ -271,7 +276,8 @@ def compare(encoder: VGGEncoder, methods: Sequence[Method], pairs: Sequence[Pair
             output = quantize(output)
             if output.shape != content.shape:
                 raise ValueError(f"method {method.name} returned {list(output.shape)} for {list(content.shape)}")
-            row = {"pair": pair.name, "method": method.name, **score(encoder, output, content, stats, baseline)}
+            measures = score(encoder, output, content_taps, stats, baseline, content)
+            row = {"pair": pair.name, "method": method.name, **measures}
             row["seconds"] = seconds
             rows.append(row)
             images.append(output)
