@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stylize(sub)
     _add_eval(sub)
     _add_train(sub)
+    from .compare import add_parser as _add_compare
+
+    _add_compare(sub)
     return parser
 
 
@@ -211,9 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from ..images import ImageError
     from ..weights import WeightsError
+    from .compare import run_compare
     from .fetch import FetchError
 
-    commands = {"fetch": run_fetch, "convert": run_convert, "info": run_info, "eval": run_eval, "train": run_train}
+    commands = {"fetch": run_fetch, "convert": run_convert, "info": run_info, "eval": run_eval, "train": run_train,
+                "compare": run_compare}  # fmt: skip
     try:
         if args.command == "stylize":
             from .stylize import run_stylize
