@@ -12,6 +12,7 @@ from .attention import ATTENTION_KINDS, AttentionSpec, budget_for, resolve_atten
 from .color import COLOR_MODES
 from .model import Family
 from .sampling import Sampling
+from .tiling import check_tile, choose_tile, memory_limit
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,11 @@ class StylizeOptions:
     (mix or match). ``color``: none, luminance (keep the content's chroma) or match
     (recolour the style to the content first). ``style_max_side``: shrink styles to this
     longer side (0 keeps their size). ``budget_bytes``: the attention workspace (None:
-    :func:`~adaattn_model.attention.budget_for` the model's device).
+    :func:`~adaattn_model.attention.budget_for` the model's device). ``tile_size``: run
+    the convolutional stages in tiles of this many pixels (a multiple of 16; exact, see
+    :mod:`~adaattn_model.tiling`); None tiles only when an untiled run's activations
+    would exceed ``memory_limit_bytes`` (None: :func:`~adaattn_model.tiling.memory_limit`
+    of the device), 0 never tiles.
     """
 
     alpha: float = 1.0
@@ -38,6 +43,8 @@ class StylizeOptions:
     budget_bytes: int | None = None
     color: str = "none"
     style_max_side: int = 0
+    tile_size: int | None = None
+    memory_limit_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -54,6 +61,12 @@ class StylizeOptions:
             raise ValueError(f"unknown colour mode {self.color!r}; expected one of {', '.join(COLOR_MODES)}")
         if self.style_max_side < 0:
             raise ValueError(f"style_max_side must be >= 0, got {self.style_max_side}")
+        if self.tile_size:
+            check_tile(self.tile_size)
+        if self.tile_size is not None and self.tile_size < 0:
+            raise ValueError(f"tile size must be >= 0 (0: never tile), got {self.tile_size}")
+        if self.memory_limit_bytes is not None and self.memory_limit_bytes <= 0:
+            raise ValueError(f"the memory limit must be > 0 bytes, got {self.memory_limit_bytes}")
         if self.budget_bytes is not None and self.budget_bytes <= 0:
             raise ValueError(f"the attention memory budget must be > 0 bytes, got {self.budget_bytes}")
 
@@ -65,3 +78,10 @@ class StylizeOptions:
 
     def budget(self, device: torch.device) -> int:
         return self.budget_bytes if self.budget_bytes is not None else budget_for(device)
+
+    def tile_for(self, height: int, width: int, family: Family, device: torch.device, batch: int = 1) -> int | None:
+        """The tile size for a padded content of ``height x width`` (None: untiled)."""
+        if self.tile_size is not None:
+            return self.tile_size or None
+        limit = self.memory_limit_bytes if self.memory_limit_bytes is not None else memory_limit(device)
+        return choose_tile(height, width, family.layers, limit // max(1, batch))

@@ -26,6 +26,7 @@ from .adaattn import StyleSource
 from .color import match_color, preserve_luminance
 from .encoding_cache import DEFAULT_CACHE_BYTES, EncodingCache
 from .features import EncodedImage
+from .functional import crop_padding, padded_size
 from .images import resize_max_side
 from .model import AdaAttNModel
 from .options import StylizeOptions
@@ -44,6 +45,7 @@ from .stages import (
     stylize_layer,
     upscale_tiny,
 )
+from .tiling import stylize_decode_tiled
 from .vgg import VGGEncoder
 
 __all__ = [
@@ -122,12 +124,27 @@ def _check_inputs(content: Tensor, styles: list[Style], mask: Tensor | None) -> 
             raise ValueError(f"{what} has shape {list(m.shape)}; expected [1 or {n}, {size[0]}, {size[1]}]")
 
 
-def _encoded(cache: EncodingCache | None, role: str, image: Tensor, encoder: VGGEncoder, layers) -> EncodedImage:
-    """``image`` (on the encoder's device and dtype) encoded as content or style, through ``cache``."""
-    run = encode_content if role == "content" else encode_style
+def _encoded(
+    cache: EncodingCache | None,
+    role: str,
+    image: Tensor,
+    encoder: VGGEncoder,
+    layers,
+    tile: int | None = None,
+    progress: Progress | None = None,
+) -> EncodedImage:
+    """``image`` (on the encoder's device and dtype) encoded as content (in tiles of ``tile``
+    pixels when given) or style, through ``cache``. Tiled and untiled encodings are the same
+    encoding, so they share a key."""
+
+    def run() -> EncodedImage:
+        if role == "content":
+            return encode_content(encoder, image, layers, tile=tile, progress=progress)
+        return encode_style(encoder, image, layers)
+
     if cache is None:
-        return run(encoder, image, layers)
-    return cache.get_or_encode(cache.key(role, image, layers, encoder), lambda: run(encoder, image, layers))
+        return run()
+    return cache.get_or_encode(cache.key(role, image, layers, encoder), run)
 
 
 def stylize(
@@ -190,14 +207,25 @@ def stylize(
                 sources.append(StyleSource(style_code, s.weight, _rows(s.region, start, stop)))
             if match:
                 step(progress)  # the colour step: styles recoloured to this chunk's contents
-            encoded = _encoded(cache, "content", rgb.to(dtype), encoder, family_layers)
+            height, width = (padded_size(n, SIZE_MULTIPLE, MIN_SIZE) for n in rgb.shape[-2:])
+            tile = options.tile_for(height, width, model.family, device, batch=rgb.shape[0])
+            encoded = _encoded(cache, "content", rgb.to(dtype), encoder, family_layers, tile, progress)
             step(progress)
             region = _rows(mask, start, stop)
-            features = dict(encoded.features)
-            for layer in layers:
-                features[layer] = stylize_layer(model, layer, encoded, sources, options, spec, region)
-                step(progress)
-            out = decode_image(model, features, encoded).float()
+            if tile is None:
+                features = dict(encoded.features)
+                for layer in layers:
+                    features[layer] = stylize_layer(model, layer, encoded, sources, options, spec, region)
+                    step(progress)
+                out = decode_image(model, features, encoded).float()
+            else:  # AdaAttN and the decoder tile by tile (exact; see tiling.py)
+                out = stylize_decode_tiled(
+                    model, encoded, sources, layers=layers, spec=spec, sampling=options.sampling,
+                    blend=options.blend, strength=options.alpha, budget_bytes=options.budget(device), tile=tile,
+                    region=region, progress=progress,
+                )  # fmt: skip
+                out = crop_padding(out, encoded.pads).float()
+                step(progress, len(layers))
             step(progress)
             if options.color == "luminance":
                 out = preserve_luminance(out.clamp(0, 1), rgb)

@@ -21,6 +21,8 @@ from .features import EncodedImage, encode
 from .functional import check_finite, crop_padding, pad_to_multiple
 from .model import AdaAttNModel
 from .options import StylizeOptions
+from .progress import Progress
+from .tiling import encode_tiled
 from .vgg import VGGEncoder
 
 SIZE_MULTIPLE = 16
@@ -45,12 +47,23 @@ def model_placement(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]
     return p.device, p.dtype
 
 
-def encode_content(encoder: VGGEncoder, images: Tensor, layers: Sequence[str]) -> EncodedImage:
-    """Pad ``images`` [N,3,H,W] to a legal size and encode them at ``layers``."""
+def encode_content(
+    encoder: VGGEncoder,
+    images: Tensor,
+    layers: Sequence[str],
+    *,
+    tile: int | None = None,
+    progress: Progress | None = None,
+) -> EncodedImage:
+    """Pad ``images`` [N,3,H,W] to a legal size and encode them at ``layers`` (in tiles of
+    ``tile`` pixels when given: the same encoding, in memory bounded by the tile)."""
     check_images(images, "content")
     device, dtype = model_placement(encoder)
     padded, pads = pad_to_multiple(images.to(device=device, dtype=dtype), SIZE_MULTIPLE, MIN_SIZE)
-    return encode(encoder, padded, layers, pads=pads, size=tuple(images.shape[-2:]))
+    size = tuple(images.shape[-2:])
+    if tile:
+        return encode_tiled(encoder, padded, layers, tile, pads=pads, size=size, progress=progress)
+    return encode(encoder, padded, layers, pads=pads, size=size)
 
 
 def upscale_tiny(images: Tensor, min_side: int = STYLE_MIN_SIDE) -> Tensor:

@@ -25,12 +25,16 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
+from .adaattn import StyleSource, apply_statistics, attention_statistics
+from .attention import AttentionSpec
 from .features import ATTENTION_LAYERS, KEY_CHANNELS, TAP_CHANNELS, EncodedImage
-from .functional import calc_mean_std
+from .functional import calc_mean_std, reflect_pad
 from .model import AdaAttNModel
 from .progress import Progress, expect, step
+from .sampling import Sampling
 from .vgg import TAPS, VGGEncoder
 
 ALIGN = 16  # stride of relu5_1: tile corners on this grid keep pooling and key resizing aligned
@@ -163,6 +167,75 @@ def decode_tiled(
     return out
 
 
+def stylize_decode_tiled(
+    model: AdaAttNModel,
+    content: EncodedImage,
+    sources: Sequence[StyleSource],
+    *,
+    layers: Sequence[str],
+    spec: AttentionSpec,
+    sampling: Sampling,
+    blend: str,
+    strength: float,
+    budget_bytes: int,
+    tile: int,
+    region: Tensor | None = None,
+    progress: Progress | None = None,
+) -> Tensor:
+    """AdaAttN at ``layers`` and decoding, ``tile`` x ``tile`` pixels at a time: what
+    ``decode(stylize_features(content))`` gives, padded size [N,3,H,W].
+
+    AdaAttN acts on each content position alone, given its key and the content feature's
+    mean and std over the whole image (taken once here), so a tile's positions need nothing
+    from other tiles; the decoder then needs a halo of stylised positions around the tile.
+    ``region`` [1|N,h,w] (the content mask) and the sources' regions are at the unpadded
+    size, as everywhere; they are reflect-padded like the content and cropped per tile.
+    """
+    check_tile(tile)
+    start = model.family.layers[0]
+    ref = content.features[start]
+    height, width = _check_padded(ref.shape[-2] * SCALE[start], ref.shape[-1] * SCALE[start])
+    pads, full = content.pads, Box(0, height, 0, width)
+    normalization = {layer: calc_mean_std(content.features[layer].float()) for layer in layers}
+    region_padded = _pad_map(region, pads)
+    source_regions = [_pad_map(s.region, pads) for s in sources]
+    out = ref.new_empty(ref.shape[0], 3, height, width)
+    boxes = list(tiles(height, width, tile))
+    expect(progress, len(boxes) * (len(layers) + 1))
+    for box in boxes:
+        inner = box.grow(DECODER_HALO, height, width)
+        rows, cols = inner.within(full)
+        part = EncodedImage(
+            {layer: f[(..., *inner.at(SCALE[layer]))] for layer, f in content.features.items()},
+            {layer: k[(..., *inner.at(SCALE[layer]))] for layer, k in content.keys.items()},
+            (inner.y1 - inner.y0, inner.x1 - inner.x0),
+        )
+        part_sources = [StyleSource(s.style, s.weight, r[:, rows, cols] if r is not None else None, s.mask)
+                        for s, r in zip(sources, source_regions)]  # fmt: skip
+        part_region = region_padded[:, rows, cols] if region_padded is not None else None
+        features = dict(part.features)
+        for layer in layers:
+            stats = attention_statistics(
+                layer, part, part_sources, projections=model.projections(layer), spec=spec, sampling=sampling,
+                max_sample=model.family.max_sample[layer], blend=blend, budget_bytes=budget_bytes,
+            )  # fmt: skip
+            features[layer] = apply_statistics(
+                part.features[layer], stats, strength=strength, region=part_region, normalization=normalization[layer]
+            )
+            del stats
+            step(progress)
+        decoded = model.decode({layer: features[layer] for layer in model.family.layers})
+        out[..., box.y0 : box.y1, box.x0 : box.x1] = decoded[(..., *box.within(inner))]
+        del decoded, features, part
+        step(progress)
+    return out
+
+
+def _pad_map(m: Tensor | None, pads: tuple[int, int, int, int]) -> Tensor | None:
+    """A map [N,h,w] over the unpadded content, reflect-padded like the content: [N,H,W]."""
+    return None if m is None else reflect_pad(m[:, None].float(), *pads)[:, 0]
+
+
 def estimated_peak_bytes(height: int, width: int, family_layers: Sequence[str], element_bytes: int = 4) -> int:
     """Rough peak of an untiled run's activations for a padded content of ``height x width``:
     two 64-channel maps at full size (a conv reads one and writes the next) plus the kept
@@ -174,6 +247,19 @@ def estimated_peak_bytes(height: int, width: int, family_layers: Sequence[str], 
 def kept_elements(pixels: int, family_layers: Sequence[str]) -> int:
     """Elements of the features and keys kept at the attention layers for ``pixels`` pixels."""
     return sum((TAP_CHANNELS[layer] + KEY_CHANNELS[layer]) * pixels // SCALE[layer] ** 2 for layer in family_layers)
+
+
+CPU_MEMORY_LIMIT = 2 * 2**30
+
+
+def memory_limit(device: torch.device, free_bytes: int | None = None) -> int:
+    """Activation memory an untiled run may take before tiling turns on: on a GPU half of its
+    free memory, elsewhere 2 GiB (a 2048x2048 lite run stays untiled; 4K and 8K tile)."""
+    if device.type != "cuda":
+        return CPU_MEMORY_LIMIT
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    return max(256 * 2**20, free_bytes // 2)
 
 
 def choose_tile(height: int, width: int, family_layers: Sequence[str], limit_bytes: int) -> int | None:

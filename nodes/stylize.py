@@ -29,10 +29,22 @@ COLOR_INPUT = (
 )  # fmt: skip
 
 
+TILE_SIZE_INPUT = (
+    "INT",
+    {"default": 0, "min": 0, "max": 8192, "step": 16, "advanced": True,
+     "tooltip": "Run the encoder, AdaAttN and the decoder in tiles of this many pixels: the same picture in "
+     "less memory, for very large images. 0 = tile only when the image would not fit in memory."},
+)  # fmt: skip
+
+
 def options_for(device, attention, temperature, sampling, sample_seed, strength, style_max_side=0,
-                color="none") -> StylizeOptions:  # fmt: skip
-    """The widgets' values as the core's options (the attention resolved by the engine's one rule)."""
+                color="none", tile_size=0) -> StylizeOptions:  # fmt: skip
+    """The widgets' values as the core's options (the attention resolved by the engine's one rule).
+    ``tile_size`` 0 tiles only when the image needs more than half of the free GPU memory."""
+    limit = host.free_memory(device) // 2 if device.type == "cuda" else None
     return StylizeOptions(
+        tile_size=tile_size or None,
+        memory_limit_bytes=limit,
         alpha=strength,
         attention=attention,
         temperature=temperature,
@@ -69,11 +81,12 @@ class AdaAttNStylize:
             },
             "optional": {
                 "mask": ("MASK", {"tooltip": "Where to stylise (1) and where to keep the content (0)."}),
+                "tile_size": TILE_SIZE_INPUT,
             },
         }
 
     def stylize(self, model: LoadedModel, content, style, strength, style_max_side, preserve_color, attention,
-                temperature, sampling, sample_seed, mask=None):  # fmt: skip
+                temperature, sampling, sample_seed, mask=None, tile_size=0):  # fmt: skip
         if preserve_color not in COLOR_MODES:
             raise ValueError(f"preserve_color must be one of {', '.join(COLOR_MODES)}")
         contents = image_to_rgb(content, "content")
@@ -88,7 +101,7 @@ class AdaAttNStylize:
         device = host.load(model.patcher, activation_bytes(*contents.shape[-2:]))
         where, dtype = host.intermediate()
         options = options_for(device, attention, temperature, sampling, sample_seed, strength, style_max_side,
-                              preserve_color)  # fmt: skip
+                              preserve_color, tile_size)  # fmt: skip
         # The model's own cache: a re-run with other sliders (strength, attention, mask...) skips the encoder.
         out = model.stylizer.stylize(contents, styles, mask=region, options=options, progress=node_progress(),
                                      output_device=where)  # fmt: skip

@@ -60,7 +60,7 @@ def as_image(rgb):
 PACK_TYPES = {"ADAATTN_MODEL", "ADAATTN_CONTENT", "ADAATTN_STYLE"}
 # Widgets most users never change: shown under the node's advanced inputs.
 ADVANCED = {
-    "AdaAttNStylize": {"temperature", "sampling", "sample_seed"},
+    "AdaAttNStylize": {"temperature", "sampling", "sample_seed", "tile_size"},
     "AdaAttNStylizeFrames": {"temperature", "sampling", "sample_seed", "change_threshold", "shared_normalization",
                              "frames_per_chunk"},
     "AdaAttNAttention": {"temperature", "sampling", "sample_seed"},
@@ -441,3 +441,15 @@ def test_load_frames_node(comfy, tmp_path):
             call_node(load_frames, folder=bad)
     with pytest.raises(ValueError, match="no frames in 'clip' from index 40"):
         call_node(load_frames, folder="clip", first=40)
+
+
+def test_stylize_node_tile_size_gives_the_untiled_picture(comfy):
+    """The tile_size widget forces tiling; the picture is the untiled one to float32 round-off."""
+    pack, _ = comfy
+    model = load(pack)
+    content = torch.rand(1, 70, 90, 3, generator=torch.Generator().manual_seed(3))
+    style = torch.rand(1, 40, 50, 3, generator=torch.Generator().manual_seed(4))
+    plain = run(pack, "AdaAttNStylize", model=model, content=content, style=style)
+    tiled = run(pack, "AdaAttNStylize", model=model, content=content, style=style, tile_size=32)
+    assert tiled.shape == plain.shape
+    assert (tiled - plain).abs().max().item() < 1e-4

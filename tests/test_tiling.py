@@ -9,10 +9,13 @@ from adaattn_model.adaattn import StyleSource
 from adaattn_model.attention import AttentionSpec
 from adaattn_model.functional import crop_padding, pad_to_multiple
 from adaattn_model.pipeline import (
+    Style,
     StylizeOptions,
+    chosen_layers,
     decode_image,
     encode_content,
     encode_style,
+    stylize,
     stylize_features,
 )
 from adaattn_model.sampling import Sampling
@@ -28,14 +31,22 @@ def untiled_and_tiled(models, family, options, sources_of, region=None, tile=48,
         expected = decode_image(model, stylize_features(model, encoded, sources, options, region=region), encoded)
         padded, pads = pad_to_multiple(content, 16, 32)
         tiled = tiling.encode_tiled(encoder, padded, model.family.layers, tile, pads=pads)
-        stylised = stylize_features(model, tiled, sources, options, region=region)
-        got = crop_padding(tiling.decode_tiled(model, stylised, tile), pads)
+        layers, spec = chosen_layers(model, options)
+        got = tiling.stylize_decode_tiled(
+            model, tiled, sources, layers=layers, spec=spec, sampling=options.sampling, blend=options.blend,
+            strength=options.alpha, budget_bytes=2**22, tile=tile, region=region,
+        )  # fmt: skip
+        got = crop_padding(got, pads)
+        # the two tiled stages on their own: the encoding, and decoding untiled features
+        assert_round_off(encoded.keys[model.family.layers[-1]], tiled.keys[model.family.layers[-1]])
+        plain = stylize_features(model, encoded, sources, options, region=region)
+        assert_round_off(expected, crop_padding(tiling.decode_tiled(model, plain, tile), pads))
     return expected, got
 
 
 def assert_round_off(expected, got):
     assert got.shape == expected.shape
-    diff = (got - expected).abs()
+    diff = (got - expected).abs() / max(1.0, expected.abs().max().item())  # keys reach tens; images ~1
     # float32 round-off of the untiled run itself is of this order (tests/test_parity.py allows 5e-4 / 2e-5)
     assert diff.max().item() <= 1e-4 and diff.mean().item() <= 5e-6, (diff.max().item(), diff.mean().item())
 
@@ -114,4 +125,42 @@ def test_tiling_turns_on_only_past_the_limit_with_a_tile_that_fits():
     assert tile is not None and tile % 16 == 0 and 256 <= tile < 1024
     grown = tile + 2 * (tiling.DECODER_HALO + tiling.ENCODER_HALO["relu4_1"])
     bigger = grown + tile  # the next candidate up (halving), with its halo
-    assert tiling.estimated_peak_bytes(grown, grown, layers) <= limit < tiling.estimated_peak_bytes(bigger, bigger, layers)
+    assert (
+        tiling.estimated_peak_bytes(grown, grown, layers) <= limit < tiling.estimated_peak_bytes(bigger, bigger, layers)
+    )
+
+
+@pytest.mark.parametrize("color", ["none", "luminance", "match"])
+def test_the_core_tiles_when_asked_with_the_same_result(models, color):
+    encoder, model = models["encoder"], models["lite"]
+    mask = torch.ones(1, 100, 135)
+    mask[:, 60:, :] = 0.3
+    styles = [Style(rand_images(1, 3, 64, 80, seed=5), 0.6), Style(rand_images(1, 3, 50, 90, seed=6), 0.4)]
+    run = {}
+    for tile in (0, 48):
+        options = StylizeOptions(alpha=0.9, color=color, blend="match", tile_size=tile)
+        run[tile] = stylize(model, encoder, CONTENT, styles, mask=mask, options=options)
+    assert_round_off(run[0], run[48])
+
+
+def test_the_core_tiles_by_itself_past_the_memory_limit(models, monkeypatch):
+    calls = []
+    real = tiling.encode_tiled
+    monkeypatch.setattr(tiling, "encode_tiled", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    from adaattn_model import stages
+
+    monkeypatch.setattr(stages, "encode_tiled", tiling.encode_tiled)
+    encoder, model = models["encoder"], models["lite"]
+    style = rand_images(1, 3, 64, 80, seed=5)
+    untiled = stylize(model, encoder, CONTENT, style, options=StylizeOptions())
+    assert calls == []  # well under the default limit
+    limit = tiling.estimated_peak_bytes(112, 144, ("relu4_1",)) - 1
+    tiled = stylize(model, encoder, CONTENT, style, options=StylizeOptions(memory_limit_bytes=limit))
+    assert calls and calls[0] % 16 == 0
+    assert_round_off(untiled, tiled)
+
+
+def test_bad_tile_sizes_are_one_line_errors():
+    for bad in (8, 40, -16):
+        with pytest.raises(ValueError, match="tile size must be"):
+            StylizeOptions(tile_size=bad)

@@ -82,6 +82,13 @@ def _add_stylize(sub) -> None:
                    help="weights/activations dtype; attention statistics stay float32")
     g.add_argument("--memory-budget", type=int, metavar="MB",
                    help="attention workspace (default: 256 on the CPU, a quarter of free GPU memory up to 4096)")
+    g.add_argument("--tile-size", type=int, metavar="PX",
+                   help="run the VGG, AdaAttN and the decoder in tiles of PX pixels (a multiple of 16; the same "
+                        "result in less memory). Default: tile only when the image would need more than "
+                        "--memory-limit; 0: never tile")  # fmt: skip
+    g.add_argument("--memory-limit", type=int, metavar="MB",
+                   help="activation memory before tiling turns on (default: 2048 on the CPU, half the free GPU "
+                        "memory on CUDA)")  # fmt: skip
     g.add_argument("--format", choices=("png", "jpg", "webp"), default="png", help="format of files in an output folder")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 

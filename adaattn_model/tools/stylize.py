@@ -132,6 +132,8 @@ def run_stylize(args) -> int:
         budget_bytes=args.memory_budget * 2**20 if args.memory_budget else None,
         color=args.preserve_color,
         style_max_side=args.style_max_side,
+        tile_size=args.tile_size,
+        memory_limit_bytes=args.memory_limit * 2**20 if args.memory_limit else None,
     )
     encoder_path, model_path = resolve_weights(args)
     stylizer = Stylizer(load_encoder(encoder_path, device, dtype), load_model(model_path, device, dtype))
