@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_stylize(sub)
     _add_eval(sub)
-    from .compare import add_parser as _add_compare  # noqa: E402
+    from .compare import add_parser as _add_compare
 
     _add_compare(sub)
     return parser
@@ -186,9 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from ..images import ImageError
     from ..weights import WeightsError
-    from .fetch import FetchError
-
     from .compare import run_compare
+    from .fetch import FetchError
 
     commands = {"fetch": run_fetch, "convert": run_convert, "info": run_info, "eval": run_eval, "compare": run_compare}
     try:
