@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from ..adaattn import StyleSource
 from ..attention import AttentionSpec
 from ..color import rgb_to_ycbcr, ycbcr_to_rgb
 from ..features import EncodedImage
@@ -62,7 +63,6 @@ from ..pipeline import (
     stylize,
     stylize_features,
 )
-from ..adaattn import StyleSource
 from ..vgg import TAPS, VGGEncoder
 
 DEFAULT_SIZE = 384
