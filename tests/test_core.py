@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import rand_images
-from test_nodes import as_image, comfy, load, node  # noqa: F401  (comfy is a fixture)
+from test_nodes import as_image, comfy, load, run  # noqa: F401  (comfy is a fixture)
 
 from adaattn_model.attention import AttentionSpec, resolve_attention
 from adaattn_model.encoding_cache import EncodingCache, encoded_bytes, tensor_digest
@@ -272,9 +272,9 @@ def test_cli_api_and_node_give_the_same_pixels(comfy, release, files, attention,
     from_cli = pixels(load_image(out)[0])
 
     loaded = load(pack)
-    from_node = node(pack, "AdaAttNStylize").stylize(
-        loaded, as_image(content), as_image(style), strength, side, color, attention, temperature or 0.0, "exact", 0
-    )[0]
+    from_node = run(pack, "AdaAttNStylize", model=loaded, content=as_image(content), style=as_image(style),
+                    strength=strength, style_max_side=side, preserve_color=color, attention=attention,
+                    temperature=temperature or 0.0)  # fmt: skip
     from_node = pixels(from_node.movedim(-1, 1))
 
     stylizer = Stylizer(loaded.stylizer.encoder, loaded.model)
@@ -292,9 +292,8 @@ def test_node_and_api_agree_with_a_mask(comfy, files, color):  # noqa: F811
     mask = torch.zeros(1, 40, 56)
     mask[:, 8:30, 10:40] = 0.75
     loaded = load(pack)
-    from_node = node(pack, "AdaAttNStylize").stylize(
-        loaded, as_image(content), as_image(style), 1.0, 0, color, "softmax", 0.0, "exact", 0, mask=mask
-    )[0]
+    from_node = run(pack, "AdaAttNStylize", model=loaded, content=as_image(content), style=as_image(style),
+                    style_max_side=0, preserve_color=color, attention="softmax", mask=mask)  # fmt: skip
     options = StylizeOptions(attention="softmax", color=color)
     from_api = stylize(loaded.model, loaded.stylizer.encoder, content, style, mask=mask, options=options)
     assert torch.equal(pixels(from_node.movedim(-1, 1)), pixels(from_api))
@@ -317,8 +316,8 @@ def test_softmax_on_lite_runs_at_temperature_one_everywhere(comfy, release, file
                                   release["out"] / "adain_decoder.safetensors", "--attention", "softmax",
                                   "--style-max-side", 0, "--device", "cpu", "--quiet"]]) == 0  # fmt: skip
     assert torch.equal(pixels(load_image(out)[0]), api[1.0])
-    got = node(pack, "AdaAttNStylize").stylize(loaded, as_image(content), as_image(style), 1.0, 0, "none", "softmax",
-                                               0.0, "exact", 0)[0]  # fmt: skip
+    got = run(pack, "AdaAttNStylize", model=loaded, content=as_image(content), style=as_image(style),
+              style_max_side=0, attention="softmax")  # fmt: skip
     assert torch.equal(pixels(got.movedim(-1, 1)), api[1.0])
     chosen = StylizeOptions(attention="softmax")
     assert torch.equal(pixels(stylize(loaded.model, loaded.stylizer.encoder, content, style, options=chosen)), api[1.0])
@@ -331,13 +330,14 @@ def test_node_slider_changes_reuse_the_loaded_models_encodings(comfy):  # noqa: 
     pack, _ = comfy
     loaded = load(pack)
     content, style = as_image(rand_images(1, 3, 32, 48, seed=1)), as_image(rand_images(1, 3, 40, 40, seed=2))
-    stylize_node = node(pack, "AdaAttNStylize")
-    stylize_node.stylize(loaded, content, style, 1.0, 0, "none", "auto", 0.0, "exact", 0)
-    stylize_node.stylize(loaded, content, style, 0.4, 0, "luminance", "softmax", 0.5, "exact", 0)
+    both = {"model": loaded, "content": content, "style": style, "style_max_side": 0}
+    run(pack, "AdaAttNStylize", **both)
+    run(pack, "AdaAttNStylize", **both, strength=0.4, preserve_color="luminance", attention="softmax", temperature=0.5)
     assert loaded.stylizer.cache.encodes == 2  # placed again through the memory manager, and still cached
-    frames = node(pack, "AdaAttNStylizeFrames")
-    frames.stylize(loaded, content, style, 1.0, 0, "auto", 0.0, "exact", 0, 0.0, 0.5, 0.0, 1)
-    frames.stylize(loaded, content, style, 0.5, 0, "auto", 0.0, "exact", 0, 0.0, 0.5, 0.0, 1)
+    clip = {"model": loaded, "frames": content, "style": style, "style_max_side": 0, "temporal_smoothing": 0.0,
+            "frames_per_chunk": 1}  # fmt: skip
+    run(pack, "AdaAttNStylizeFrames", **clip)
+    run(pack, "AdaAttNStylizeFrames", **clip, strength=0.5)
     assert loaded.stylizer.cache.encodes == 2  # the frame path takes the style from the same cache
 
 
@@ -377,3 +377,12 @@ def test_one_cache_never_mixes_two_encoders(models):
     b = stylize(models["lite"], other, CONTENT, STYLE, cache=cache)
     assert cache.encodes == 4 and not torch.equal(a, b)
     assert torch.equal(b, stylize(models["lite"], other, CONTENT, STYLE))
+
+
+def test_auto_dtype_is_float32_off_cuda_and_half_on_cuda():
+    from adaattn_model.tools.stylize import resolve_dtype
+
+    assert resolve_dtype("auto", torch.device("cpu")) is torch.float32
+    assert resolve_dtype("auto", torch.device("cuda"), bf16_supported=True) is torch.bfloat16
+    assert resolve_dtype("auto", torch.device("cuda"), bf16_supported=False) is torch.float16
+    assert resolve_dtype("float16", torch.device("cpu")) is torch.float16

@@ -78,8 +78,9 @@ def _add_stylize(sub) -> None:
     g.add_argument("--style-max-side", type=int, default=512,
                    help="shrink styles to this longer side; sets the texture scale (default 512, 0: keep)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
-    g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
-                   help="weights/activations dtype; attention statistics stay float32")
+    g.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto",
+                   help="weights/activations dtype (auto: bfloat16 or float16 on CUDA, float32 elsewhere); "
+                        "attention statistics stay float32")  # fmt: skip
     g.add_argument("--memory-budget", type=int, metavar="MB",
                    help="attention workspace (default: 256 on the CPU, a quarter of free GPU memory up to 4096)")
     g.add_argument("--tile-size", type=int, metavar="PX",

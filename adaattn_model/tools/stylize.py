@@ -52,6 +52,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def resolve_dtype(name: str, device: torch.device, bf16_supported: bool | None = None) -> torch.dtype:
+    """``auto``: bfloat16 on a CUDA device that runs it natively, else float16 there; float32
+    elsewhere (on the CPU half precision is slower, not faster). Other names as given. The
+    attention statistics, softmax and renormalisation stay float32 whatever this is."""
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type != "cuda":
+        return torch.float32
+    if bf16_supported is None:
+        bf16_supported = torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if bf16_supported else torch.float16
+
+
 def resolve_weights(args) -> tuple[Path, Path]:
     """(encoder file, model file) from --encoder/--model or the models folder.
 
@@ -122,7 +135,7 @@ def run_stylize(args) -> int:
     styles = expand_images(args.style, "style")
     jobs = plan_jobs(args, contents, styles)
     device = resolve_device(args.device)
-    dtype = getattr(torch, args.dtype)
+    dtype = resolve_dtype(args.dtype, device)
     options = StylizeOptions(
         alpha=args.alpha,
         attention=args.attention,
