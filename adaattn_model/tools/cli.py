@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_stylize(sub)
     _add_eval(sub)
+    from .stylize_video import add_parser as _add_stylize_video
+
+    _add_stylize_video(sub)
     return parser
 
 
@@ -191,6 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .stylize import run_stylize
 
             return run_stylize(args)
+        if args.command == "stylize-video":
+            from .stylize_video import run_stylize_video
+
+            return run_stylize_video(args)
         return commands[args.command](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
