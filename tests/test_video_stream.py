@@ -456,3 +456,117 @@ def test_frame_files_sort_in_natural_order():
     names = ["frame_10.png", "frame_2.png", "frame_1.png", "Frame_3.png", "frame_002b.png", "a.png"]
     assert sorted(names, key=natural_key) == ["a.png", "frame_1.png", "frame_2.png", "frame_002b.png", "Frame_3.png",
                                               "frame_10.png"]  # fmt: skip
+
+
+# --- the ComfyUI node (stub ComfyUI, a stand-in for comfy_api's video types) -----------------------
+
+
+class FakeVideoFromFile:
+    """What the node uses of comfy_api's VideoFromFile: a stream source and a trim window."""
+
+    def __init__(self, file, start_time=0.0, duration=0.0):
+        self.file, self.window = file, (start_time, duration)
+
+    def get_stream_source(self):
+        return self.file
+
+    def get_active_trim_window(self):
+        return self.window
+
+
+@pytest.fixture
+def comfy_video(release, tmp_path, monkeypatch):
+    import shutil
+    import types
+
+    import comfy_stubs
+
+    monkeypatch.delenv("ADAATTN_MODELS", raising=False)
+    folder = tmp_path / "models" / "adaattn"
+    folder.mkdir(parents=True)
+    for name in ("vgg_normalised.safetensors", "adain_decoder.safetensors"):
+        shutil.copy(release["out"] / name, folder / name)
+    host, modules = comfy_stubs.build(tmp_path / "models")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    modules["folder_paths"].get_temp_directory = lambda: str(temp)
+    api = types.ModuleType("comfy_api")
+    latest = types.ModuleType("comfy_api.latest")
+    latest.InputImpl = types.SimpleNamespace(VideoFromFile=FakeVideoFromFile)
+    api.latest = latest
+    modules.update({"comfy_api": api, "comfy_api.latest": latest})
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    pack = comfy_stubs.import_pack()
+    yield pack, host, temp
+    for name in [n for n in sys.modules if n.startswith(comfy_stubs.PACK)]:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+
+
+def video_node_args(pack, video, **kw):
+    model = pack.NODE_CLASS_MAPPINGS["AdaAttNLoader"]().load("vgg_normalised.safetensors", "adain_decoder.safetensors",
+                                                             "float32")[0]  # fmt: skip
+    args = dict(model=model, video=video, style=rand_images(1, 40, 40, 3, seed=4), strength=1.0, style_max_side=64,
+                attention="auto", temperature=0.0, sampling="exact", sample_seed=6666, temporal_smoothing=0.9,
+                change_threshold=0.5, shared_normalization=0.0, scene_cut_threshold=1.0, frames_per_chunk=3,
+                max_side=0)  # fmt: skip
+    args.update(kw)
+    return args
+
+
+def test_video_node_streams_a_video_with_progress(comfy_video, tmp_path):
+    pack, host, temp = comfy_video
+    src = tmp_path / "in.mp4"
+    make_clip(src, n=9, width=48, height=32, audio=True)
+    node = pack.NODE_CLASS_MAPPINGS["AdaAttNStylizeVideo"]()
+    assert pack.NODE_DISPLAY_NAME_MAPPINGS["AdaAttNStylizeVideo"] == "AdaAttN Stylize Video"
+    (video,) = node.stylize(**video_node_args(pack, FakeVideoFromFile(str(src))))
+    out = Path(video.get_stream_source())
+    assert out.parent == temp and out.suffix == ".mp4"
+    frames, info = decode(out)
+    assert len(frames) == 9 and info["size"] == (48, 32) and info["audio"] == [("aac", 16000)]
+    assert [done for done, _ in host.progress] == [3, 6, 9]
+    # a trimmed video (VideoSlice): frames 3..6 of 24 fps, the time stamps restart at 0
+    (video,) = node.stylize(**video_node_args(pack, FakeVideoFromFile(str(src), 3 / 24, 4 / 24)))
+    frames, info = decode(Path(video.get_stream_source()))
+    assert len(frames) == 4 and info["pts"][0] == 0
+
+
+def test_video_node_interrupt_leaves_no_file(comfy_video, tmp_path):
+    pack, host, temp = comfy_video
+    src = tmp_path / "in.mp4"
+    make_clip(src, n=9, width=48, height=32)
+    node = pack.NODE_CLASS_MAPPINGS["AdaAttNStylizeVideo"]()
+    args = video_node_args(pack, FakeVideoFromFile(str(src)))
+    host.interrupt_after = host.checks + 2
+    import comfy_stubs
+
+    with pytest.raises(comfy_stubs.InterruptProcessingException):
+        node.stylize(**args)
+    assert list(temp.iterdir()) == []
+
+
+def test_the_pack_imports_without_comfy_api(release, tmp_path, monkeypatch):
+    import comfy_stubs
+
+    host, modules = comfy_stubs.build(tmp_path / "models")
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setitem(sys.modules, "comfy_api", None)
+    pack = comfy_stubs.import_pack()
+    assert "AdaAttNStylizeVideo" not in pack.NODE_CLASS_MAPPINGS and "AdaAttNLoadFrames" in pack.NODE_CLASS_MAPPINGS
+    for name in [n for n in sys.modules if n.startswith(comfy_stubs.PACK)]:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+
+
+def test_load_frames_node_uses_natural_order(comfy_video, tmp_path):
+    from PIL import Image
+
+    pack, _, _ = comfy_video
+    folder = tmp_path / "input" / "seq"
+    folder.mkdir(parents=True)
+    for i in (1, 2, 10, 11):
+        Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(folder / f"frame_{i}.png")
+    frames, names = pack.NODE_CLASS_MAPPINGS["AdaAttNLoadFrames"]().load("seq", 0, 0)
+    assert names.splitlines() == ["frame_1.png", "frame_2.png", "frame_10.png", "frame_11.png"]
+    assert [round(float(f[0, 0, 0]) * 255) for f in frames] == [20, 40, 200, 220]
