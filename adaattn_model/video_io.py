@@ -176,6 +176,66 @@ class VideoReader:
         self.close()
 
 
+class FrameFolderReader:
+    """A folder of images (frames, in natural name order: ``frame_2`` before ``frame_10``) read as a video.
+
+    Same interface as :class:`VideoReader`; frame ``i`` has pts ``i`` in the time base ``1 / fps``.
+    """
+
+    def __init__(self, folder: str | os.PathLike, frame_rate: Fraction, window: Window = Window()) -> None:
+        from .images import IMAGE_SUFFIXES, check_image_file
+        from .sorting import natural_key
+
+        self.name = os.fspath(folder)
+        self.window = window
+        if frame_rate <= 0:
+            raise VideoError(f"{self.name}: a frame folder needs a frame rate > 0")
+        found = [p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        self.files = sorted(found, key=lambda p: natural_key(p.name))
+        if not self.files:
+            raise VideoError(f"{self.name}: no images in this folder")
+        width, height = check_image_file(self.files[0])
+        rate = Fraction(frame_rate).limit_denominator(1001000)
+        self.info = VideoInfo(width, height, rate, 1 / rate, len(self.files), False)
+
+    def frames(self) -> Iterator[tuple[np.ndarray, int]]:
+        import torch
+
+        from .images import load_image
+
+        tb = self.info.time_base
+        shift = round(self.window.start / tb)
+        for i, path in enumerate(self.files):
+            t = float(i * tb)
+            if self.window.after(t):
+                break
+            if not self.window.contains(t):
+                continue
+            rgb = load_image(path)[0][0]
+            if tuple(rgb.shape[-2:]) != (self.info.height, self.info.width):
+                raise VideoError(f"{path.name} is {rgb.shape[-1]}x{rgb.shape[-2]} but {self.files[0].name} is "
+                                 f"{self.info.width}x{self.info.height}: frames must match")  # fmt: skip
+            yield (rgb.permute(1, 2, 0) * 255).round().to(dtype=torch.uint8).numpy(), i - shift
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> FrameFolderReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_reader(source: Source, window: Window = Window(), frame_rate: Fraction | None = None):
+    """A :class:`VideoReader`, or a :class:`FrameFolderReader` when ``source`` is a folder."""
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        if frame_rate is None:
+            raise VideoError(f"{os.fspath(source)}: a frame folder needs a frame rate (--fps)")
+        return FrameFolderReader(source, frame_rate, window)
+    return VideoReader(source, window)
+
+
 def even(n: int) -> int:
     return n + (n % 2)
 

@@ -41,10 +41,11 @@ from .video_io import (
     Source,
     VideoEncoder,
     VideoError,
-    VideoReader,
+    FrameFolderReader,
     Window,
     container_format,
     join_segments,
+    open_reader,
 )
 
 STATE_FILE = "state.safetensors"
@@ -153,11 +154,14 @@ def stylize_video(
     max_side: int = 0,
     crf: int = DEFAULT_CRF,
     window: Window = Window(),
+    frame_rate: Fraction | None = None,
     resume: bool = False,
     job: dict | None = None,
     progress: Progress | None = None,
 ) -> VideoResult:
     """Stylise the video ``source`` into ``output`` (suffix .mp4, .m4v, .mov or .mkv).
+
+    ``source`` may also be a folder of frames (natural name order), played at ``frame_rate``.
 
     ``sources`` hold the encoded style(s), batch 1. ``job`` is anything JSON that identifies
     the inputs and settings (checked when resuming). ``progress`` counts frames.
@@ -176,12 +180,13 @@ def stylize_video(
         "max_side": max_side,
         "crf": crf,
         "window": [window.start, window.duration],
+        "frame_rate": str(frame_rate),
         "stabilizer": repr(stabilizer),
         "options": repr(replace(options, budget_bytes=0)),
     }  # the workspace size does not change results
     job = json.loads(json.dumps(job))  # as it reads back from the state file
     done, segments, state = 0, [], FrameState()
-    with VideoReader(source, window) as reader:  # opened first: a bad input changes nothing on disk
+    with open_reader(source, window, frame_rate) as reader:  # opened first: a bad input changes nothing on disk
         info = reader.info
         if resume:
             earlier = load_state(folder, job, device)
@@ -246,7 +251,8 @@ def stylize_video(
     try:
         with atomic_output(output) as tmp:
             parts = [(folder / name, Fraction(offset) * info.time_base) for name, offset in segments]
-            audio = join_segments(parts, tmp, fmt, source, window)
+            audio_source = None if isinstance(reader, FrameFolderReader) else source
+            audio = join_segments(parts, tmp, fmt, audio_source, window)
     except BaseException:
         if not resume:
             shutil.rmtree(folder, ignore_errors=True)

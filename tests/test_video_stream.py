@@ -570,3 +570,19 @@ def test_load_frames_node_uses_natural_order(comfy_video, tmp_path):
     frames, names = pack.NODE_CLASS_MAPPINGS["AdaAttNLoadFrames"]().load("seq", 0, 0)
     assert names.splitlines() == ["frame_1.png", "frame_2.png", "frame_10.png", "frame_11.png"]
     assert [round(float(f[0, 0, 0]) * 255) for f in frames] == [20, 40, 200, 220]
+
+
+def test_a_folder_of_frames_is_read_in_natural_order_as_a_video(tiny, tmp_path):
+    from PIL import Image
+
+    from adaattn_model.video_io import FrameFolderReader
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(1, 12):
+        Image.new("RGB", (32, 32), (i * 20, 0, 0)).save(folder / f"frame_{i}.png")
+    with FrameFolderReader(folder, Fraction(12)) as reader:
+        assert [int(f[0, 0, 0]) for f, _ in reader.frames()] == [i * 20 for i in range(1, 12)]
+    result = run(tiny, folder, tmp_path / "out.mp4", frame_rate=Fraction(12))
+    frames, info = decode(tmp_path / "out.mp4")
+    assert result.frames == len(frames) == 11 and info["rate"] == 12 and info["audio"] == [] and result.audio == "none"

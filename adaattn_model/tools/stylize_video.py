@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 from ..frames import DEFAULT_STABILIZER
@@ -16,7 +17,15 @@ def add_parser(sub) -> None:
     from ..sampling import DEFAULT_SEED, SAMPLING_MODES
 
     p = sub.add_parser("stylize-video", help="stylise a video file (streamed: memory does not grow with its length)")
-    p.add_argument("input", type=Path, metavar="IN", help="the video file (any format FFmpeg reads)")
+    p.add_argument(
+        "input",
+        type=Path,
+        metavar="IN",
+        help="the video file (any format FFmpeg reads), or a folder of frames (natural name order)",
+    )
+    p.add_argument(
+        "--fps", type=Fraction, metavar="RATE", help="frame rate of a folder of frames (e.g. 24, 30000/1001)"
+    )
     p.add_argument("--style", type=Path, required=True, metavar="FILE", help="the style image")
     p.add_argument(
         "-o", "--output", type=Path, required=True, metavar="OUT", help="output video (.mp4, .m4v, .mov, .mkv)"
@@ -80,6 +89,12 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _input_signature(path: Path) -> list:
+    """What identifies the input for --resume: path, sizes and modification times (of each frame, for a folder)."""
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    return [str(path.resolve())] + [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
+
+
 def run_stylize_video(args) -> int:
     import torch
 
@@ -90,7 +105,7 @@ def run_stylize_video(args) -> int:
     from ..pipeline import StylizeOptions, encode_style
     from ..progress import Progress
     from ..sampling import Sampling
-    from ..video_io import VideoError, VideoReader, container_format, require_av
+    from ..video_io import VideoError, container_format, open_reader, require_av
     from ..video_stream import stylize_video
     from ..weights import load_encoder, load_model
     from .stylize import resolve_device, resolve_weights
@@ -101,12 +116,14 @@ def run_stylize_video(args) -> int:
         raise ValueError("--max-side and --style-max-side must be >= 0, --chunk and --segment >= 1, --crf in [0, 51]")
     require_av()
     container_format(args.output)
-    if not args.input.is_file():
-        raise VideoError(f"{args.input}: no such file")
+    if not args.input.exists():
+        raise VideoError(f"{args.input}: no such file or folder")
+    if args.fps is not None and args.fps <= 0:
+        raise ValueError("--fps must be > 0")
     if args.output.resolve() == args.input.resolve():
         raise VideoError(f"{args.output}: the output would overwrite the input")
     check_image_file(args.style)
-    VideoReader(args.input).close()  # a bad input fails before the weights load
+    open_reader(args.input, frame_rate=args.fps).close()  # a bad input fails before the weights load
     stabilizer = Stabilizer(args.temporal_smoothing, args.change_threshold, args.shared_normalization,
                             args.cut_threshold)  # fmt: skip
     device = resolve_device(args.device)
@@ -124,8 +141,7 @@ def run_stylize_video(args) -> int:
         sampling=Sampling(args.sampling, args.seed),
         budget_bytes=args.memory_budget * 2**20 if args.memory_budget else budget_for(device),
     )
-    stat = args.input.stat()
-    job = {"input": [str(args.input.resolve()), stat.st_size, stat.st_mtime_ns], "style": _file_digest(args.style),
+    job = {"input": _input_signature(args.input), "style": _file_digest(args.style),
            "style_max_side": args.style_max_side, "model": _file_digest(model_path), "dtype": args.dtype}  # fmt: skip
     if not args.quiet:
         print(f"model: {model.family.name} ({model_path.name}) on {device}", file=sys.stderr)
@@ -141,7 +157,7 @@ def run_stylize_video(args) -> int:
 
         result = stylize_video(model, encoder, args.input, args.output, [source], options, stabilizer,
                                chunk=args.chunk, segment_frames=args.segment, max_side=args.max_side, crf=args.crf,
-                               resume=args.resume, job=job, progress=Progress(report))  # fmt: skip
+                               frame_rate=args.fps, resume=args.resume, job=job, progress=Progress(report))  # fmt: skip
     bar.close()
     if not args.quiet:
         resumed = f", {result.resumed_from} from the earlier run" if result.resumed_from else ""
