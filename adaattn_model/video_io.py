@@ -82,7 +82,13 @@ class Window:
     start: float = 0.0
     duration: float = 0.0
 
+    @property
+    def whole(self) -> bool:
+        return self.start == 0 and self.duration <= 0
+
     def contains(self, t: float) -> bool:
+        if self.whole:  # everything, also what starts before 0 (an audio encoder's priming samples)
+            return True
         return t >= self.start - 1e-9 and (self.duration <= 0 or t < self.start + self.duration - 1e-9)
 
     def after(self, t: float) -> bool:
@@ -295,7 +301,11 @@ class VideoEncoder:
             self.container.close()
 
     def abort(self) -> None:
-        self.container.close()
+        """Close without caring whether the file is valid (it is about to be deleted)."""
+        try:
+            self.container.close()
+        except Exception:  # noqa: BLE001 - the error that made us abort is the one to report
+            pass
 
 
 # --- joining segments and audio into the output ---------------------------------------------------
@@ -402,7 +412,7 @@ def join_segments(segments: Sequence[tuple[Path, Fraction]], output: Path, fmt: 
                 with open_input(audio) as probe:
                     source_audio = _audio_stream(probe)
                     if mode == "copy":
-                        if source_audio.codec_context.name not in container.supported_codecs:
+                        if source_audio.codec_context.codec.canonical_name not in container.supported_codecs:
                             raise _CannotCopy
                         out_audio = container.add_stream_from_template(source_audio)
                     else:
