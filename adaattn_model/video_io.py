@@ -382,7 +382,7 @@ class _CannotCopy(Exception):
 
 
 def join_segments(segments: Sequence[tuple[Path, Fraction]], output: Path, fmt: str, audio: Source | None = None,
-                  window: Window = Window()) -> str:  # fmt: skip
+                  window: Window = Window(), frame_rate: Fraction | None = None) -> str:  # fmt: skip
     """Write the video packets of ``segments`` (files with their start times in seconds, in order) and the
     audio of ``audio`` into ``output``.
 
@@ -406,6 +406,8 @@ def join_segments(segments: Sequence[tuple[Path, Fraction]], output: Path, fmt: 
             with av.open(os.fspath(segments[0][0]), mode="r") as first:
                 template = first.streams.video[0]
                 out_video = container.add_stream_from_template(template)
+                if frame_rate:  # Matroska writes it as the default frame duration
+                    out_video.codec_context.framerate = frame_rate
                 extradata = template.codec_context.extradata
             streams = [_segment_packets(segments, extradata, out_video)]
             if mode != "none":

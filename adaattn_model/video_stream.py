@@ -252,7 +252,7 @@ def stylize_video(
         with atomic_output(output) as tmp:
             parts = [(folder / name, Fraction(offset) * info.time_base) for name, offset in segments]
             audio_source = None if isinstance(reader, FrameFolderReader) else source
-            audio = join_segments(parts, tmp, fmt, audio_source, window)
+            audio = join_segments(parts, tmp, fmt, audio_source, window, info.frame_rate)
     except BaseException:
         if not resume:
             shutil.rmtree(folder, ignore_errors=True)

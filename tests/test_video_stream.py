@@ -171,6 +171,7 @@ def test_odd_sizes_are_padded_to_even(tiny, tmp_path):
     result = run(tiny, src, tmp_path / "out.mkv")
     decoded, info = decode(tmp_path / "out.mkv")
     assert (result.width, result.height) == (33, 25) and info["size"] == (34, 26) and len(decoded) == 4
+    assert info["rate"] == 12 and info["pts"] == [0, 83, 167, 250]  # Matroska stores milliseconds
 
 
 def test_streaming_equals_one_shot_frames_before_encoding(tiny, tmp_path, monkeypatch):
