@@ -13,6 +13,11 @@ attended statistics and flicker. Two flow-free stabilisers of our own, each swit
   statistics averaged over the frames so far (exponential moving average), instead of
   each frame's own, so something moving in one part of the frame does not shift the
   normalisation, and so the look, of the static parts.
+* ``cut_threshold``: a hard cut resets both. The signal is the mean squared change of the
+  normalised content key over the whole frame (about 2 * (1 - correlation) of the two
+  frames: ~0.01-0.1 between consecutive frames of a real clip, ~1.9-2.0 from one scene to an
+  unrelated one); a frame whose change exceeds the threshold and ``CUT_RATIO`` times the
+  clip's running typical change starts afresh.
 
 Cosine attention (``AttentionSpec("cosine")``) is available for every family, and the
 sampling is the same for every frame (exact, or official with one seed).
@@ -41,6 +46,7 @@ class Stabilizer:
     temporal_smoothing: float = 0.0
     change_threshold: float = 0.5
     shared_normalization: float = 0.0
+    cut_threshold: float = 0.0  # 0: no scene-cut detection
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.temporal_smoothing < 1.0:
@@ -49,6 +55,8 @@ class Stabilizer:
             raise ValueError(f"change_threshold must be > 0, got {self.change_threshold}")
         if not 0.0 <= self.shared_normalization < 1.0:
             raise ValueError(f"shared_normalization must be in [0, 1), got {self.shared_normalization}")
+        if not self.cut_threshold >= 0:
+            raise ValueError(f"cut_threshold must be >= 0, got {self.cut_threshold}")
 
 
 @dataclass
@@ -60,26 +68,67 @@ class LayerState:
 
 
 @dataclass
+class CutState:
+    key: Tensor | None = None  # previous frame's content key at the detector's layer [1,Ck,h,w]
+    typical: float | None = None  # running mean of the change between frames of one scene
+
+
+@dataclass
 class FrameState:
     """What carries over from one chunk of frames to the next."""
 
     layers: dict[str, LayerState] = field(default_factory=dict)
+    cut: CutState = field(default_factory=CutState)
 
     def copy(self) -> FrameState:
         """A copy that can advance without changing this one (its tensors are never modified in place)."""
-        return FrameState({k: replace(v) for k, v in self.layers.items()})
+        return FrameState({k: replace(v) for k, v in self.layers.items()}, replace(self.cut))
 
 
 # Chosen on a real clip (README, benchmarks/bench_video.py): 37% less short-range warping error
-# for the lite model at the same style loss; a hard cut carries over 8-9% of the previous statistics.
-DEFAULT_STABILIZER = Stabilizer(temporal_smoothing=0.9, change_threshold=0.5)
+# for the lite model at the same style loss. Without cut detection a hard cut carried over 8-9% of the
+# previous statistics; with it, none.
+DEFAULT_STABILIZER = Stabilizer(temporal_smoothing=0.9, change_threshold=0.5, cut_threshold=1.0)
+
+# A cut must also stand out from the clip's own motion: CUT_RATIO times its running typical change.
+CUT_RATIO = 4.0
+CUT_MOMENTUM = 0.9
 
 
-def smooth_statistics(stats: LayerStatistics, keys: Tensor, state: LayerState, stabilizer: Stabilizer) -> None:
-    """Apply temporal smoothing frame by frame, in place on ``stats``; updates ``state``."""
+def key_change(key: Tensor, previous: Tensor) -> float:
+    """Mean squared change of a normalised content key [1,Ck,h,w] between two frames."""
+    return float((key.float() - previous.float()).pow(2).mean())
+
+
+def detect_cuts(keys: Tensor, state: CutState, threshold: float) -> list[bool]:
+    """For each frame of ``keys`` [N,Ck,h,w]: does a new scene start there? Updates ``state``."""
+    cuts = []
+    for i in range(keys.shape[0]):
+        key = keys[i : i + 1]
+        cut = False
+        if state.key is not None and state.key.shape == key.shape:
+            change = key_change(key, state.key)
+            cut = threshold > 0 and change > threshold and (state.typical is None or change > CUT_RATIO * state.typical)
+            if not cut:
+                typical = change if state.typical is None else state.typical
+                state.typical = CUT_MOMENTUM * typical + (1 - CUT_MOMENTUM) * change
+            else:
+                state.typical = None  # the new scene has its own motion
+        cuts.append(cut)
+        state.key = key.float()
+    return cuts
+
+
+def smooth_statistics(
+    stats: LayerStatistics, keys: Tensor, state: LayerState, stabilizer: Stabilizer, cuts: Sequence[bool] = ()
+) -> None:
+    """Apply temporal smoothing frame by frame, in place on ``stats``; updates ``state``.
+
+    Frames flagged in ``cuts`` start a new scene: nothing carries over into them."""
     for i in range(keys.shape[0]):
         key = keys[i : i + 1].float()
-        if state.key is not None and state.key.shape == key.shape:
+        cut = i < len(cuts) and cuts[i]
+        if state.key is not None and state.key.shape == key.shape and not cut:
             change = (key - state.key).pow(2).mean(dim=1, keepdim=True)
             carry = stabilizer.temporal_smoothing * torch.exp(-change / stabilizer.change_threshold)
             stats.mean[i : i + 1] += carry * (state.mean - stats.mean[i : i + 1])
@@ -87,13 +136,16 @@ def smooth_statistics(stats: LayerStatistics, keys: Tensor, state: LayerState, s
         state.key, state.mean, state.std = key, stats.mean[i : i + 1].clone(), stats.std[i : i + 1].clone()
 
 
-def shared_normalization(feature: Tensor, state: LayerState, momentum: float) -> tuple[Tensor, Tensor]:
-    """Per-frame (mean, std) [N,C,1,1] replaced by their running average over the frames."""
+def shared_normalization(
+    feature: Tensor, state: LayerState, momentum: float, cuts: Sequence[bool] = ()
+) -> tuple[Tensor, Tensor]:
+    """Per-frame (mean, std) [N,C,1,1] replaced by their running average over the frames (restarted at cuts)."""
     means, stds = calc_mean_std(feature.float())
     out_m, out_s = torch.empty_like(means), torch.empty_like(stds)
     for i in range(feature.shape[0]):
         m, s = means[i : i + 1], stds[i : i + 1]
-        if state.norm is not None and state.norm[0].shape == m.shape:
+        cut = i < len(cuts) and cuts[i]
+        if state.norm is not None and state.norm[0].shape == m.shape and not cut:
             m = momentum * state.norm[0] + (1 - momentum) * m
             s = momentum * state.norm[1] + (1 - momentum) * s
         state.norm = (m, s)
@@ -132,6 +184,10 @@ def stylize_frames(
     for start in range(0, total, max(1, chunk)):
         stop = min(total, start + max(1, chunk))
         encoded = encode_content(encoder, frames[start:stop], family.layers)
+        cuts: list[bool] = []
+        if stabilizer.cut_threshold > 0:  # detected at the deepest stylised layer, reset at every layer
+            deepest = max(layers, key=family.layers.index)
+            cuts = detect_cuts(encoded.keys[deepest], state.cut, stabilizer.cut_threshold)
         feats = {}
         for layer in family.layers:
             feature = encoded.features[layer]
@@ -144,10 +200,10 @@ def stylize_frames(
                 max_sample=family.max_sample[layer], blend=options.blend, budget_bytes=options.budget(feature.device),
             )  # fmt: skip
             if stabilizer.temporal_smoothing > 0:
-                smooth_statistics(stats, encoded.keys[layer], layer_state, stabilizer)
+                smooth_statistics(stats, encoded.keys[layer], layer_state, stabilizer, cuts)
             norm = None
             if stabilizer.shared_normalization > 0:
-                norm = shared_normalization(feature, layer_state, stabilizer.shared_normalization)
+                norm = shared_normalization(feature, layer_state, stabilizer.shared_normalization, cuts)
             feats[layer] = apply_statistics(feature, stats, strength=options.alpha, normalization=norm)
         yield decode_image(model, feats, encoded)
         if callback is not None:

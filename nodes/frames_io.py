@@ -8,20 +8,22 @@ from pathlib import Path
 import torch
 
 from ..adaattn_model.images import IMAGE_SUFFIXES, load_image
+from ..adaattn_model.sorting import natural_key
 from . import host
 from .bundles import CATEGORY
 from .tensors import rgb_to_image
 
 
 def sequence_files(folder: str) -> list[Path]:
-    """The images in ``folder`` (relative to the input directory), sorted by name."""
+    """The images in ``folder`` (relative to the input directory), in natural name order (2 before 10)."""
     root = Path(host.input_directory()).resolve()
     target = (root / folder).resolve()
     if not folder or Path(folder).is_absolute() or not target.is_relative_to(root):
         raise ValueError(f"folder must be a subfolder of ComfyUI's input directory, got {folder!r}")
     if not target.is_dir():
         raise ValueError(f"no folder {folder!r} in ComfyUI's input directory ({root})")
-    return sorted(p for p in target.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    found = (p for p in target.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(found, key=lambda p: natural_key(p.name))
 
 
 class AdaAttNLoadFrames:

@@ -107,6 +107,11 @@ def empty_cache() -> None:
     mm.soft_empty_cache()
 
 
+def temp_directory() -> str:
+    """ComfyUI's temp folder (emptied at start-up): where outputs that are files, like videos, go."""
+    return folder_paths.get_temp_directory()
+
+
 def input_directory() -> str:
     """ComfyUI's input folder (where uploads go)."""
     return folder_paths.get_input_directory()

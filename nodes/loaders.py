@@ -165,6 +165,3 @@ class AdaAttNLoader:
         stylizer = Stylizer(load_encoder(paths["encoder"], dtype=dt), load_model(paths["model"], dtype=dt))
         return (LoadedModel(stylizer, host.wrap(stylizer), model_name),)
 
-
-NODE_CLASS_MAPPINGS = {"AdaAttNLoader": AdaAttNLoader}
-NODE_DISPLAY_NAME_MAPPINGS = {"AdaAttNLoader": "Load AdaAttN Model"}

@@ -16,6 +16,7 @@ from .frames_io import AdaAttNLoadFrames
 from .loaders import AdaAttNLoader
 from .metrics import AdaAttNMetrics
 from .stylize import AdaAttNStylize, AdaAttNStylizeFrames
+from .video import AdaAttNStylizeVideo, video_api_available
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ NODES: dict[str, Entry] = {
     "AdaAttNDecode": Entry(AdaAttNDecode, "AdaAttN Decode", ("decode features", "features to image")),
     "AdaAttNStylizeFrames": Entry(AdaAttNStylizeFrames, "AdaAttN Stylize Frames",
                                   ("video style transfer", "stylize video", "stylize frames", "flicker")),
+    "AdaAttNStylizeVideo": Entry(AdaAttNStylizeVideo, "AdaAttN Stylize Video",
+                                 ("video style transfer", "stylize video file", "streaming video")),
     "AdaAttNLoadFrames": Entry(AdaAttNLoadFrames, "AdaAttN Load Frames",
                                ("image sequence", "load frames folder", "frames from folder")),
     "AdaAttNColorTransfer": Entry(AdaAttNColorTransfer, "AdaAttN Color Transfer",
@@ -51,10 +54,16 @@ NODES: dict[str, Entry] = {
 }  # fmt: skip
 
 
+def available(table: dict[str, Entry] = NODES) -> dict[str, Entry]:
+    """The rows this ComfyUI can run: all but the video node where it has no VIDEO type (comfy_api)."""
+    return {k: e for k, e in table.items() if e.cls is not AdaAttNStylizeVideo or video_api_available()}
+
+
 def mappings(table: dict[str, Entry] = NODES) -> tuple[dict[str, type], dict[str, str]]:
-    """``NODE_CLASS_MAPPINGS`` and ``NODE_DISPLAY_NAME_MAPPINGS`` of the table; gives each class its aliases."""
+    """``NODE_CLASS_MAPPINGS`` and ``NODE_DISPLAY_NAME_MAPPINGS`` of the table's available rows; gives each
+    class its aliases."""
     classes, titles = {}, {}
-    for node_id, entry in table.items():
+    for node_id, entry in available(table).items():
         entry.cls.SEARCH_ALIASES = list(entry.aliases)
         classes[node_id], titles[node_id] = entry.cls, entry.title
     return classes, titles

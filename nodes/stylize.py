@@ -145,14 +145,21 @@ class AdaAttNStylizeFrames:
                 "frames_per_chunk": ("INT", {"default": 4, "min": 1, "max": 256, "advanced": True, "tooltip": "Frames "
                                      "processed together; halved automatically when the GPU runs out of "
                                      "memory."}),  # fmt: skip
-            }
+            },
+            "optional": {
+                "scene_cut_threshold": ("FLOAT", {"default": DEFAULT_STABILIZER.cut_threshold, "min": 0.0, "max": 2.0,
+                                        "step": 0.05, "advanced": True, "tooltip": "Scene cuts reset the stabilisers "
+                                        "where the content changes at least this much (~0.05 between frames of one "
+                                        "shot, ~2 between unrelated shots). 0 = off."}),  # fmt: skip
+            },
         }
 
     def stylize(self, model: LoadedModel, frames, style, strength, style_max_side, attention, temperature, sampling,
-                sample_seed, temporal_smoothing, change_threshold, shared_normalization, frames_per_chunk):  # fmt: skip
+                sample_seed, temporal_smoothing, change_threshold, shared_normalization, frames_per_chunk,
+                scene_cut_threshold=DEFAULT_STABILIZER.cut_threshold):  # fmt: skip
         clip = image_to_rgb(frames, "frames")
         style_rgb = image_to_rgb(style, "style")[:1]
-        stabilizer = Stabilizer(temporal_smoothing, change_threshold, shared_normalization)
+        stabilizer = Stabilizer(temporal_smoothing, change_threshold, shared_normalization, scene_cut_threshold)
         device = host.load(model.patcher, activation_bytes(*clip.shape[-2:], batch=frames_per_chunk))
         where, dtype = host.intermediate()
         options = options_for(device, attention, temperature, sampling, sample_seed, strength, style_max_side)
@@ -171,6 +178,3 @@ class AdaAttNStylizeFrames:
         run_in_chunks(clip.shape[0], frames_per_chunk, step)
         return (torch.cat(outputs),)
 
-
-NODE_CLASS_MAPPINGS = {"AdaAttNStylize": AdaAttNStylize, "AdaAttNStylizeFrames": AdaAttNStylizeFrames}
-NODE_DISPLAY_NAME_MAPPINGS = {"AdaAttNStylize": "AdaAttN Stylize", "AdaAttNStylizeFrames": "AdaAttN Stylize Frames"}

@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .compare import add_parser as _add_compare
 
     _add_compare(sub)
+    from .stylize_video import add_parser as _add_stylize_video
+
+    _add_stylize_video(sub)
     return parser
 
 
@@ -232,6 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .stylize import run_stylize
 
             return run_stylize(args)
+        if args.command == "stylize-video":
+            from .stylize_video import run_stylize_video
+
+            return run_stylize_video(args)
         return commands[args.command](args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
