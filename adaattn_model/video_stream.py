@@ -182,7 +182,7 @@ def stylize_video(
         "window": [window.start, window.duration],
         "frame_rate": str(frame_rate),
         "stabilizer": repr(stabilizer),
-        "options": repr(replace(options, budget_bytes=0)),
+        "options": repr(replace(options, budget_bytes=None)),
     }  # the workspace size does not change results
     job = json.loads(json.dumps(job))  # as it reads back from the state file
     done, segments, state = 0, [], FrameState()

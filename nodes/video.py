@@ -9,10 +9,8 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from ..adaattn_model.adaattn import StyleSource
 from ..adaattn_model.frames import DEFAULT_STABILIZER, Stabilizer
-from ..adaattn_model.images import resize_max_side
-from ..adaattn_model.pipeline import encode_style
+from ..adaattn_model.pipeline import style_sources
 from ..adaattn_model.progress import Progress
 from ..adaattn_model.video_io import VideoReader, Window
 from ..adaattn_model.video_stream import stylize_video
@@ -27,7 +25,7 @@ try:
 except ImportError:  # an older ComfyUI without VIDEO, or no ComfyUI
     InputImpl = None
 
-CUT_INPUT = ("FLOAT", {"default": DEFAULT_STABILIZER.cut_threshold, "min": 0.0, "max": 2.0, "step": 0.05,
+CUT_INPUT = ("FLOAT", {"default": DEFAULT_STABILIZER.cut_threshold, "min": 0.0, "max": 2.0, "step": 0.05, "advanced": True,
              "tooltip": "Scene cuts reset the stabilisers where the content changes at least this much "
              "(mean squared change of the normalised VGG features: ~0.05 between frames of one shot, ~2 "
              "between unrelated shots). 0 = off."})  # fmt: skip
@@ -73,33 +71,35 @@ class AdaAttNStylizeVideo:
                         "tooltip": "How much each area keeps the previous frame's "
                         "style statistics where the content did not change (0 = off).",
                     },
-                ),  # fmt: skip
+                ),
                 "change_threshold": (
                     "FLOAT",
                     {
                         "default": d.change_threshold,
+                        "advanced": True,
                         "min": 0.01,
                         "max": 10.0,
                         "step": 0.05,
                         "tooltip": "How much an area may change and still count as unchanged for temporal smoothing.",
                     },
-                ),  # fmt: skip
+                ),
                 "shared_normalization": (
                     "FLOAT",
                     {
                         "default": d.shared_normalization,
+                        "advanced": True,
                         "min": 0.0,
                         "max": 0.99,
                         "step": 0.01,
                         "tooltip": "Normalise each frame with content statistics "
                         "averaged over the frames so far (0 = per frame).",
                     },
-                ),  # fmt: skip
+                ),
                 "scene_cut_threshold": CUT_INPUT,
                 "frames_per_chunk": (
                     "INT",
-                    {"default": 4, "min": 1, "max": 256, "tooltip": "Frames stylised together."},
-                ),  # fmt: skip
+                    {"default": 4, "min": 1, "max": 256, "advanced": True, "tooltip": "Frames stylised together."},
+                ),
                 "max_side": (
                     "INT",
                     {
@@ -109,7 +109,7 @@ class AdaAttNStylizeVideo:
                         "step": 16,
                         "tooltip": "Shrink frames so the longer side is at most this (0 = keep the size).",
                     },
-                ),  # fmt: skip
+                ),
             }
         }
 
@@ -125,13 +125,14 @@ class AdaAttNStylizeVideo:
         scale = min(1.0, max_side / max(info.width, info.height)) if max_side else 1.0
         height, width = round(info.height * scale), round(info.width * scale)
         device = host.load(model.patcher, activation_bytes(height, width, batch=frames_per_chunk))
-        options = options_for(model, device, attention, temperature, sampling, sample_seed, strength)
-        style_rgb = resize_max_side(image_to_rgb(style, "style")[:1], style_max_side).to(device)
-        source_style = StyleSource(encode_style(model.stylizer.encoder, style_rgb, model.family.layers))
+        options = options_for(device, attention, temperature, sampling, sample_seed, strength, style_max_side)
+        stylizer = model.stylizer  # the style through the core, from the loaded model's cache
+        sources = style_sources(stylizer.model, stylizer.encoder, image_to_rgb(style, "style")[:1], options,
+                                cache=stylizer.cache)  # fmt: skip
         bar = host.progress(max(1, info.frames))
         progress = Progress(report=lambda done, total: bar.update_absolute(done, total), check=host.check_interrupt)
         output = Path(host.temp_directory()) / f"adaattn_video_{uuid.uuid4().hex[:12]}.mp4"
-        stylize_video(model.model, model.stylizer.encoder, source, output, [source_style], options, stabilizer,
+        stylize_video(model.model, model.stylizer.encoder, source, output, sources, options, stabilizer,
                       chunk=frames_per_chunk, max_side=max_side, window=window, progress=progress)  # fmt: skip
         return (InputImpl.VideoFromFile(str(output)),)
 

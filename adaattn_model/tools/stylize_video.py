@@ -76,7 +76,8 @@ def add_parser(sub) -> None:
         "--crf", type=int, default=DEFAULT_CRF, help=f"H.264 quality, lower is better (default {DEFAULT_CRF})"
     )
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
-    g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    g.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto",
+                   help="weights/activations dtype (auto: bfloat16 or float16 on CUDA, float32 elsewhere)")
     g.add_argument("--memory-budget", type=int, metavar="MB", help="attention workspace")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -98,17 +99,15 @@ def _input_signature(path: Path) -> list:
 def run_stylize_video(args) -> int:
     import torch
 
-    from ..adaattn import StyleSource
-    from ..attention import AttentionSpec, budget_for
     from ..frames import Stabilizer
-    from ..images import check_image_file, load_image, resize_max_side
-    from ..pipeline import StylizeOptions, encode_style
+    from ..images import check_image_file, load_image
+    from ..pipeline import StylizeOptions, style_sources
     from ..progress import Progress
     from ..sampling import Sampling
     from ..video_io import VideoError, container_format, open_reader, require_av
     from ..video_stream import stylize_video
     from ..weights import load_encoder, load_model
-    from .stylize import resolve_device, resolve_weights
+    from .stylize import resolve_device, resolve_dtype, resolve_weights
 
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
@@ -127,19 +126,17 @@ def run_stylize_video(args) -> int:
     stabilizer = Stabilizer(args.temporal_smoothing, args.change_threshold, args.shared_normalization,
                             args.cut_threshold)  # fmt: skip
     device = resolve_device(args.device)
-    dtype = getattr(torch, args.dtype)
+    dtype = resolve_dtype(args.dtype, device)
     encoder_path, model_path = resolve_weights(args)
     encoder = load_encoder(encoder_path, device, dtype)
     model = load_model(model_path, device, dtype)
-    spec = None
-    if args.attention or args.temperature:
-        base = model.family.attention
-        spec = AttentionSpec(args.attention or base.kind, args.temperature or base.temperature)
-    options = StylizeOptions(
+    options = StylizeOptions(  # the attention by the one rule of resolve_attention, as in stylize
         alpha=args.alpha,
-        attention=spec,
+        attention=args.attention,
+        temperature=args.temperature,
         sampling=Sampling(args.sampling, args.seed),
-        budget_bytes=args.memory_budget * 2**20 if args.memory_budget else budget_for(device),
+        budget_bytes=args.memory_budget * 2**20 if args.memory_budget else None,
+        style_max_side=args.style_max_side,
     )
     job = {"input": _input_signature(args.input), "style": _file_digest(args.style),
            "style_max_side": args.style_max_side, "model": _file_digest(model_path), "dtype": args.dtype}  # fmt: skip
@@ -147,15 +144,14 @@ def run_stylize_video(args) -> int:
         print(f"model: {model.family.name} ({model_path.name}) on {device}", file=sys.stderr)
     bar = _bar(args.quiet)
     with torch.inference_mode():
-        style = resize_max_side(load_image(args.style)[0], args.style_max_side)
-        source = StyleSource(encode_style(encoder, style, model.family.layers))
+        sources = style_sources(model, encoder, load_image(args.style)[0], options)
 
         def report(done: int, total: int) -> None:
             bar.total = total
             bar.n = done
             bar.refresh()
 
-        result = stylize_video(model, encoder, args.input, args.output, [source], options, stabilizer,
+        result = stylize_video(model, encoder, args.input, args.output, sources, options, stabilizer,
                                chunk=args.chunk, segment_frames=args.segment, max_side=args.max_side, crf=args.crf,
                                frame_rate=args.fps, resume=args.resume, job=job, progress=Progress(report))  # fmt: skip
     bar.close()
