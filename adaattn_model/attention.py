@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .progress import Progress, step, step_work
+
 ATTENTION_KINDS = ("softmax", "cosine", "cosine_softmax")
 NORM_EPS = 1e-5  # added to the L2 norms of q and k, and to the cosine normaliser (reference)
 DEFAULT_BUDGET_BYTES = 256 * 2**20
@@ -124,6 +126,7 @@ def attended_moments(
     *,
     row_weights: Sequence[Tensor | None] | None = None,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    progress: Progress | None = None,
 ) -> Tensor:
     """``[mean, second moment]`` [n_c, 2C] of the values under the attention of ``query``.
 
@@ -131,7 +134,9 @@ def attended_moments(
     blend); ``row_weights[k]`` [n_c] multiplies bank k's attention weights per content
     position before normalisation (a log-bias for the softmax kinds). Rows whose weights
     are all zero get zero moments. On an out-of-memory error the budget is halved and
-    the chunk retried, down to 1 MiB.
+    the chunk retried, down to 1 MiB. ``progress`` steps once per block of the logits
+    (rows x style columns of one bank); on a CPU a block holds at most
+    :func:`~adaattn_model.progress.step_work` multiply-adds, listener or not.
     """
     if not banks:
         raise ValueError("attention needs at least one style source")
@@ -140,10 +145,20 @@ def attended_moments(
     max_cols = max(bank.keys.shape[0] for bank in banks)
     out = torch.empty(n_rows, banks[0].values.shape[1], device=query.device, dtype=torch.float32)
     budget = max(int(budget_bytes), MIN_BUDGET_BYTES)
-    start, workspace = 0, None
+    limit = step_work(query.device.type)
+    if limit is not None:  # multiply-adds per logit: q.k, then the weights times [v, v**2]
+        work = query.shape[1] + banks[0].values.shape[1]
+        budget = max(min(budget, limit // work * 4), MIN_BUDGET_BYTES)
+    start, workspace, planned = 0, None, 0
     while start < n_rows:
         rows, cols = chunk_shape(n_rows - start, max_cols, budget)
         stop = start + rows
+        if progress is not None:  # announce the blocks still to come at this block size (more after an OOM)
+            blocks = -(-(n_rows - start) // rows) * sum(-(-bank.keys.shape[0] // cols) for bank in banks)
+            if blocks > planned:
+                progress.expect(blocks - planned)
+                planned = blocks
+            before = progress.done
         try:
             if workspace is None or workspace.numel() < rows * cols:
                 workspace = None
@@ -156,6 +171,7 @@ def attended_moments(
                 cols,
                 workspace,
                 out[start:stop],
+                progress,
             )
         except RuntimeError as error:  # torch.OutOfMemoryError is a RuntimeError
             if not is_out_of_memory(error) or budget <= MIN_BUDGET_BYTES:
@@ -164,7 +180,11 @@ def attended_moments(
             if query.device.type == "cuda":
                 torch.cuda.empty_cache()
             budget //= 2
+            if progress is not None:
+                planned -= progress.done - before
             continue
+        if progress is not None:
+            planned -= progress.done - before
         start = stop
     return out
 
@@ -177,8 +197,10 @@ def _moments_block(
     cols: int,
     workspace: Tensor,
     acc: Tensor,
+    progress: Progress | None = None,
 ) -> None:
-    """Moments for one chunk of rows, written into ``acc``; style positions in chunks of ``cols``."""
+    """Moments for one chunk of rows, written into ``acc``; style positions in chunks of ``cols``
+    (one progress step each)."""
     rows = q.shape[0]
     acc.zero_()
     total = torch.zeros(rows, device=q.device, dtype=torch.float32)
@@ -205,6 +227,7 @@ def _moments_block(
                     weights.mul_(row_weight[:, None])
                 total.add_(weights.sum(dim=1))
                 acc.addmm_(weights, v)
+                step(progress)
                 continue
             if inv_temperature != 1.0:
                 logits.mul_(inv_temperature)
@@ -220,6 +243,7 @@ def _moments_block(
             total.mul_(rescale).add_(weights.sum(dim=1))
             acc.mul_(rescale[:, None]).addmm_(weights, v)
             run_max = new_max
+            step(progress)
     if linear:
         acc.div_((total + NORM_EPS)[:, None])
     else:

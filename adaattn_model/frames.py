@@ -27,9 +27,11 @@ import torch
 from torch import Tensor
 
 from .adaattn import LayerStatistics, StyleSource, apply_statistics, attention_statistics
-from .functional import calc_mean_std
+from .features import EncodedImage, encode
+from .functional import calc_mean_std, crop_padding, pad_to_multiple
 from .model import AdaAttNModel
-from .pipeline import StylizeOptions, chosen_layers, decode_image, encode_content
+from .pipeline import MIN_SIZE, SIZE_MULTIPLE, StylizeOptions, check_images, chosen_layers, model_placement
+from .progress import Progress, forecast, release
 from .vgg import VGGEncoder
 
 
@@ -111,29 +113,39 @@ def stylize_frames(
     chunk: int = 4,
     state: FrameState | None = None,
     callback: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> Iterator[Tensor]:
     """Stylise ``frames`` [T,3,H,W] in order; yields outputs [n,3,H,W] chunk by chunk.
 
     ``sources`` hold the already-encoded style(s), batch 1. ``state`` carries the
     stabilisers across calls (a long clip fed in pieces); a new one starts fresh.
+    ``progress`` steps through every stage (VGG and decoder layers, attention blocks) and
+    is checked between chunks; after the first chunk the rest is forecast. A cancel
+    raised from it leaves ``state`` as it was after the last chunk yielded.
     """
     family = model.family
     layers, spec = chosen_layers(model, options)
     state = state if state is not None else FrameState()
     total = frames.shape[0]
+    forecast_made = False  # release only what this call reserved (a caller may reserve around it)
     for start in range(0, total, max(1, chunk)):
         stop = min(total, start + max(1, chunk))
-        encoded = encode_content(encoder, frames[start:stop], family.layers)
+        if progress is not None:
+            progress.check()
+            before = progress.done
+        encoded = _encode_frames(encoder, frames[start:stop], family.layers, progress)
+        advanced = state.copy()  # committed once the chunk is done: a cancel inside it changes nothing
         feats = {}
         for layer in family.layers:
             feature = encoded.features[layer]
             if layer not in layers:
                 feats[layer] = feature
                 continue
-            layer_state = state.layers.setdefault(layer, LayerState())
+            layer_state = advanced.layers.setdefault(layer, LayerState())
             stats = attention_statistics(
                 layer, encoded, sources, projections=model.projections(layer), spec=spec, sampling=options.sampling,
                 max_sample=family.max_sample[layer], blend=options.blend, budget_bytes=options.budget_bytes,
+                progress=progress,
             )  # fmt: skip
             if stabilizer.temporal_smoothing > 0:
                 smooth_statistics(stats, encoded.keys[layer], layer_state, stabilizer)
@@ -141,6 +153,23 @@ def stylize_frames(
             if stabilizer.shared_normalization > 0:
                 norm = shared_normalization(feature, layer_state, stabilizer.shared_normalization)
             feats[layer] = apply_statistics(feature, stats, strength=options.alpha, normalization=norm)
-        yield decode_image(model, feats, encoded)
+        out = crop_padding(model.decode(feats, progress=progress), encoded.pads)
+        state.layers = advanced.layers
+        if progress is not None and start == 0 and stop < total:
+            forecast(progress, progress.done - before, stop, total - stop)
+            forecast_made = True
+        yield out
         if callback is not None:
             callback(stop, total)
+    if forecast_made:
+        release(progress)
+
+
+def _encode_frames(
+    encoder: VGGEncoder, frames: Tensor, layers: Sequence[str], progress: Progress | None
+) -> EncodedImage:
+    """Pad frames to a legal size and encode them (``pipeline.encode_content``, with progress)."""
+    check_images(frames, "content")
+    device, dtype = model_placement(encoder)
+    padded, pads = pad_to_multiple(frames.to(device=device, dtype=dtype), SIZE_MULTIPLE, MIN_SIZE)
+    return encode(encoder, padded, layers, pads=pads, size=tuple(frames.shape[-2:]), progress=progress)

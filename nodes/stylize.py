@@ -23,6 +23,7 @@ from .common import (
     make_sampling,
     run_in_chunks,
 )
+from .progress import node_progress
 from .tensors import fit_mask, image_to_rgb, rgb_to_image
 
 COLOR_INPUT = (
@@ -165,15 +166,16 @@ class AdaAttNStylizeFrames:
         source = StyleSource(encode_style(model.stylizer.encoder, style_rgb.to(device), model.family.layers))
         host.check_interrupt()
         outputs, state = [], [FrameState()]
+        progress = node_progress()  # checked between layers and attention blocks, not only between chunks
 
         def step(start: int, stop: int) -> None:
             trial = state[0].copy()  # an out-of-memory retry must not see a half-advanced state
             chunk = stylize_frames(model.model, model.stylizer.encoder, clip[start:stop].to(device), [source], options,
-                                   stabilizer, chunk=stop - start, state=trial)  # fmt: skip
+                                   stabilizer, chunk=stop - start, state=trial, progress=progress)  # fmt: skip
             outputs.extend(rgb_to_image(out, where, dtype) for out in chunk)
             state[0] = trial
 
-        run_in_chunks(clip.shape[0], frames_per_chunk, step)
+        run_in_chunks(clip.shape[0], frames_per_chunk, step, progress=progress)
         return (torch.cat(outputs),)
 
 

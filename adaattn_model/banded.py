@@ -1,0 +1,102 @@
+"""Convolutional layers run in bands of rows, so a large image reports progress and can be
+cancelled between bands instead of after a whole layer.
+
+On a CPU a single 3x3 conv of a 2048^2 image takes many seconds; here each band holds at
+most :func:`~adaattn_model.progress.step_work` multiply-adds. Every band computes exactly
+what the whole layer computes for its rows (reflection padding taken from the neighbouring
+rows, pooling bands of even height, nearest upsampling row by row), so the output equals
+the unsplit layer's. On a GPU each layer is one band.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .progress import ELEMENT_WORK, Progress, step, step_work
+
+
+def rows_per_band(rows: int, row_work: int, device: torch.device, multiple: int = 1) -> int:
+    """Rows of one band when a row costs ``row_work``: all ``rows`` unless the device limits a step."""
+    limit = step_work(device.type)
+    if limit is None or rows * row_work <= limit:
+        return rows
+    return max(multiple, limit // max(1, row_work) // multiple * multiple)
+
+
+def band_count(rows: int, row_work: int, device: torch.device, multiple: int = 1) -> int:
+    return math.ceil(rows / rows_per_band(rows, row_work, device, multiple))
+
+
+def conv_row_work(x_shape: tuple[int, ...], out_channels: int, kernel: int = 3) -> int:
+    n, c, _, w = x_shape
+    return n * w * c * out_channels * kernel * kernel
+
+
+def map_row_work(x_shape: tuple[int, ...]) -> int:
+    n, c, _, w = x_shape
+    return n * c * w * ELEMENT_WORK
+
+
+def _reflect_rows(start: int, stop: int, height: int, device: torch.device) -> Tensor:
+    """Indices of rows ``start - 1 .. stop`` with reflection at the borders (row -1 is row 1)."""
+    rows = torch.arange(start - 1, stop + 1, device=device).abs()
+    return torch.where(rows > height - 1, 2 * (height - 1) - rows, rows)
+
+
+def conv3x3(conv: nn.Conv2d, x: Tensor, *, relu: bool = True, progress: Progress | None = None) -> Tensor:
+    """``relu(conv(x))`` (or ``conv(x)``) for a 3x3 conv with 1-pixel reflection padding, in bands."""
+    n, _, h, w = x.shape
+    per = rows_per_band(h, conv_row_work(x.shape, conv.out_channels), x.device)
+    if per >= h:
+        y = conv(x)
+        y = F.relu(y) if relu else y
+        step(progress)
+        return y
+    out = x.new_empty(n, conv.out_channels, h, w)
+    for start in range(0, h, per):
+        stop = min(h, start + per)
+        band = F.pad(x.index_select(2, _reflect_rows(start, stop, h, x.device)), (1, 1, 0, 0), mode="reflect")
+        y = F.conv2d(band, conv.weight, conv.bias)
+        out[:, :, start:stop] = y.relu_() if relu else y
+        step(progress)
+    return out
+
+
+def _row_map(x: Tensor, fn: Callable[[Tensor], Tensor], out_rows: Callable[[int], int], multiple: int,
+             progress: Progress | None) -> Tensor:  # fmt: skip
+    """``fn`` over bands of rows, for maps where output row r depends on input rows of its band only."""
+    h = x.shape[2]
+    per = rows_per_band(h, map_row_work(x.shape), x.device, multiple)
+    if per >= h:
+        y = fn(x)
+        step(progress)
+        return y
+    out = None
+    for start in range(0, h, per):
+        y = fn(x[:, :, start : start + per])
+        if out is None:
+            out = y.new_empty(*y.shape[:2], out_rows(h), y.shape[3])
+        at = out_rows(start)
+        out[:, :, at : at + y.shape[2]] = y
+        step(progress)
+    return out
+
+
+def max_pool2(x: Tensor, progress: Progress | None = None) -> Tensor:
+    """2x2 max pooling, stride 2, ceil mode (VGG's), in bands of an even number of rows."""
+    return _row_map(x, lambda t: F.max_pool2d(t, 2, 2, ceil_mode=True), lambda r: (r + 1) // 2, 2, progress)
+
+
+def upsample2(x: Tensor, progress: Progress | None = None) -> Tensor:
+    """Nearest x2 upsampling, in bands."""
+    return _row_map(x, lambda t: F.interpolate(t, scale_factor=2, mode="nearest"), lambda r: 2 * r, 1, progress)
+
+
+def pointwise(fn: Callable[[Tensor], Tensor], x: Tensor, progress: Progress | None = None) -> Tensor:
+    """A per-pixel layer (a 1x1 conv), in bands."""
+    return _row_map(x, fn, lambda r: r, 1, progress)
