@@ -48,20 +48,29 @@ def _reflect_rows(start: int, stop: int, height: int, device: torch.device) -> T
     return torch.where(rows > height - 1, 2 * (height - 1) - rows, rows)
 
 
+def _empty_rows(like: Tensor, rows: int) -> Tensor:
+    """An uninitialised map like ``like`` with ``rows`` rows, in its memory format (channels_last stays so)."""
+    channels_last = like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty((*like.shape[:2], rows, like.shape[3]), dtype=like.dtype, device=like.device, memory_format=fmt)
+
+
 def conv3x3(conv: nn.Conv2d, x: Tensor, *, relu: bool = True, progress: Progress | None = None) -> Tensor:
     """``relu(conv(x))`` (or ``conv(x)``) for a 3x3 conv with 1-pixel reflection padding, in bands."""
-    n, _, h, w = x.shape
+    h = x.shape[2]
     per = rows_per_band(h, conv_row_work(x.shape, conv.out_channels), x.device)
     if per >= h:
         y = conv(x)
         y = F.relu(y) if relu else y
         step(progress)
         return y
-    out = x.new_empty(n, conv.out_channels, h, w)
+    out = None
     for start in range(0, h, per):
         stop = min(h, start + per)
         band = F.pad(x.index_select(2, _reflect_rows(start, stop, h, x.device)), (1, 1, 0, 0), mode="reflect")
         y = F.conv2d(band, conv.weight, conv.bias)
+        if out is None:
+            out = _empty_rows(y, h)
         out[:, :, start:stop] = y.relu_() if relu else y
         step(progress)
     return out
@@ -80,7 +89,7 @@ def _row_map(x: Tensor, fn: Callable[[Tensor], Tensor], out_rows: Callable[[int]
     for start in range(0, h, per):
         y = fn(x[:, :, start : start + per])
         if out is None:
-            out = y.new_empty(*y.shape[:2], out_rows(h), y.shape[3])
+            out = _empty_rows(y, out_rows(h))
         at = out_rows(start)
         out[:, :, at : at + y.shape[2]] = y
         step(progress)
