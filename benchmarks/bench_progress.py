@@ -75,6 +75,15 @@ def main() -> None:
     def run(progress_factory):
         return lambda: stylize_one(model, encoder, content, style, progress_factory())
 
+    counter = Progress()
+    stylize_one(model, encoder, content, style, counter)
+    steps = counter.done
+    listener = Progress(noop, lambda: None)
+    start = time.perf_counter()
+    for _ in range(100_000):
+        listener.step()
+    per_step = (time.perf_counter() - start) / 100_000
+
     rows = [("progress=None", run(lambda: None)), ("no-op listener", run(lambda: Progress(noop, lambda: None)))]
     base = None
     print(f"{args.size}x{args.size} lite, exact, median of {args.repeat} ({torch.get_num_threads()} threads)")
@@ -88,6 +97,8 @@ def main() -> None:
     t = timed(run(lambda: None), args.repeat)
     progress_module.CPU_STEP_WORK = saved
     print(f"{'progress=None, no bands':28} {t:8.3f} {100 * (t / base - 1):+8.1f}%")
+    print(f"{steps} steps x {1e6 * per_step:.2f} us per step (no-op listener) = "
+          f"{100 * steps * per_step / base:.4f}% of the image's time")  # fmt: skip
 
     print(f"\n{'size':>6} {'steps':>6} {'seconds':>8} {'max gap s':>10} {'median gap s':>13}")
     for size in args.gap_sizes:
