@@ -135,8 +135,9 @@ def attended_moments(
     position before normalisation (a log-bias for the softmax kinds). Rows whose weights
     are all zero get zero moments. On an out-of-memory error the budget is halved and
     the chunk retried, down to 1 MiB. ``progress`` steps once per block of the logits
-    (rows x style columns of one bank); on a CPU a block holds at most
-    :func:`~adaattn_model.progress.step_work` multiply-adds, listener or not.
+    (rows x style columns of one bank); with a listener, a block on a CPU has only as many
+    rows as :func:`~adaattn_model.progress.step_work` allows (rows are independent, so the
+    result is the same).
     """
     if not banks:
         raise ValueError("attention needs at least one style source")
@@ -145,13 +146,13 @@ def attended_moments(
     max_cols = max(bank.keys.shape[0] for bank in banks)
     out = torch.empty(n_rows, banks[0].values.shape[1], device=query.device, dtype=torch.float32)
     budget = max(int(budget_bytes), MIN_BUDGET_BYTES)
-    limit = step_work(query.device.type)
-    if limit is not None:  # multiply-adds per logit: q.k, then the weights times [v, v**2]
-        work = query.shape[1] + banks[0].values.shape[1]
-        budget = max(min(budget, limit // work * 4), MIN_BUDGET_BYTES)
+    limit = step_work(query.device.type) if progress is not None else None
+    work = query.shape[1] + banks[0].values.shape[1]  # multiply-adds per logit: q.k, weights x [v, v**2]
     start, workspace, planned = 0, None, 0
     while start < n_rows:
         rows, cols = chunk_shape(n_rows - start, max_cols, budget)
+        if limit is not None:  # fewer rows per block for a listener (rows only: the same sums, bitwise)
+            rows = min(rows, max(MIN_ROWS, limit // (min(cols, max_cols) * work)))
         stop = start + rows
         if progress is not None:  # announce the blocks still to come at this block size (more after an OOM)
             blocks = -(-(n_rows - start) // rows) * sum(-(-bank.keys.shape[0] // cols) for bank in banks)

@@ -1,11 +1,13 @@
 """Convolutional layers run in bands of rows, so a large image reports progress and can be
 cancelled between bands instead of after a whole layer.
 
-On a CPU a single 3x3 conv of a 2048^2 image takes many seconds; here each band holds at
-most :func:`~adaattn_model.progress.step_work` multiply-adds. Every band computes exactly
-what the whole layer computes for its rows (reflection padding taken from the neighbouring
-rows, pooling bands of even height, nearest upsampling row by row), so the output equals
-the unsplit layer's. On a GPU each layer is one band.
+On a CPU a single 3x3 conv of a 2048^2 image takes many seconds; when someone listens
+(``progress`` given) each band holds at most :func:`~adaattn_model.progress.step_work`
+multiply-adds. Every band computes exactly what the whole layer computes for its rows (the
+map is reflection-padded once, as the conv pads it; pooling bands have an even height;
+nearest upsampling goes row by row), so the output equals the unsplit layer's (bitwise on
+the CPUs tested: tests/test_progress.py). Splitting costs some speed (benchmarks/
+bench_progress.py), so without a listener, and on a GPU, each layer runs whole.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ from torch import Tensor, nn
 from .progress import ELEMENT_WORK, Progress, step, step_work
 
 
+MIN_BAND_ROWS = 16  # even (pooling); thinner bands would make the convolutions pick other kernels
+
+
 def rows_per_band(rows: int, row_work: int, device: torch.device, multiple: int = 1) -> int:
     """Rows of one band when a row costs ``row_work``: all ``rows`` unless the device limits a step."""
     limit = step_work(device.type)
     if limit is None or rows * row_work <= limit:
         return rows
-    return max(multiple, limit // max(1, row_work) // multiple * multiple)
+    return max(MIN_BAND_ROWS, limit // max(1, row_work) // multiple * multiple)
 
 
 def band_count(rows: int, row_work: int, device: torch.device, multiple: int = 1) -> int:
@@ -42,12 +47,6 @@ def map_row_work(x_shape: tuple[int, ...]) -> int:
     return n * c * w * ELEMENT_WORK
 
 
-def _reflect_rows(start: int, stop: int, height: int, device: torch.device) -> Tensor:
-    """Indices of rows ``start - 1 .. stop`` with reflection at the borders (row -1 is row 1)."""
-    rows = torch.arange(start - 1, stop + 1, device=device).abs()
-    return torch.where(rows > height - 1, 2 * (height - 1) - rows, rows)
-
-
 def _empty_rows(like: Tensor, rows: int) -> Tensor:
     """An uninitialised map like ``like`` with ``rows`` rows, in its memory format (channels_last stays so)."""
     channels_last = like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous()
@@ -58,17 +57,19 @@ def _empty_rows(like: Tensor, rows: int) -> Tensor:
 def conv3x3(conv: nn.Conv2d, x: Tensor, *, relu: bool = True, progress: Progress | None = None) -> Tensor:
     """``relu(conv(x))`` (or ``conv(x)``) for a 3x3 conv with 1-pixel reflection padding, in bands."""
     h = x.shape[2]
-    per = rows_per_band(h, conv_row_work(x.shape, conv.out_channels), x.device)
+    per = h if progress is None else rows_per_band(h, conv_row_work(x.shape, conv.out_channels), x.device)
     if per >= h:
         y = conv(x)
         y = F.relu(y) if relu else y
         step(progress)
         return y
+    # Pad once as the conv itself would (the same copy an unsplit conv makes), then run row slices of it:
+    # slices are views that keep the padded map's memory layout (channels_last for loaded weights).
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
     out = None
     for start in range(0, h, per):
         stop = min(h, start + per)
-        band = F.pad(x.index_select(2, _reflect_rows(start, stop, h, x.device)), (1, 1, 0, 0), mode="reflect")
-        y = F.conv2d(band, conv.weight, conv.bias)
+        y = F.conv2d(padded[:, :, start : stop + 2], conv.weight, conv.bias)
         if out is None:
             out = _empty_rows(y, h)
         out[:, :, start:stop] = y.relu_() if relu else y
@@ -80,7 +81,7 @@ def _row_map(x: Tensor, fn: Callable[[Tensor], Tensor], out_rows: Callable[[int]
              progress: Progress | None) -> Tensor:  # fmt: skip
     """``fn`` over bands of rows, for maps where output row r depends on input rows of its band only."""
     h = x.shape[2]
-    per = rows_per_band(h, map_row_work(x.shape), x.device, multiple)
+    per = h if progress is None else rows_per_band(h, map_row_work(x.shape), x.device, multiple)
     if per >= h:
         y = fn(x)
         step(progress)

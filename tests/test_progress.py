@@ -138,12 +138,11 @@ def test_a_cancel_stops_the_attention_kernel_within_one_block(monkeypatch):
 
 
 def test_cpu_blocks_hold_a_bounded_amount_of_work(monkeypatch):
-    """On a CPU the kernel's blocks are capped by work as well as memory; the result is the same."""
+    """For a listener on a CPU the kernel's blocks have fewer rows, capped by work; the result is the same."""
     spec = AttentionSpec("softmax")
     q, banks = kernel_inputs(spec)
     whole = attended_moments(q, banks, spec)
-    limit = 20 * 50 * 16  # multiply-adds: 20 rows of 50 columns x (8 key + 8 value channels)
-    monkeypatch.setattr(attention, "MIN_BUDGET_BYTES", 64)
+    limit = 100 * 50 * 16  # multiply-adds: 100 rows of 50 columns x (8 key + 8 value channels)
     monkeypatch.setattr(progress_module, "CPU_STEP_WORK", limit)
     real, blocks = attention._moments_block, []
 
@@ -154,8 +153,8 @@ def test_cpu_blocks_hold_a_bounded_amount_of_work(monkeypatch):
     monkeypatch.setattr(attention, "_moments_block", record)
     listener = Listener()
     capped = attended_moments(q, banks, spec, progress=listener.progress())
-    torch.testing.assert_close(capped, whole)
-    assert len(blocks) > 1 and all(rows * min(cols, 50) * 16 <= limit for rows, cols in blocks)
+    assert torch.equal(capped, whole)
+    assert len(blocks) == 3 and all(rows * min(cols, 50) * 16 <= limit for rows, cols in blocks)
     assert listener.reports[-1][0] == sum(2 * -(-50 // cols) for _, cols in blocks)  # a step per column block
 
 
@@ -170,12 +169,11 @@ def test_banded_layers_equal_whole_layers(models, small_steps, monkeypatch):
         feats = {k: v for k, v in encoder.taps(rand_images(2, 3, 48, 32, seed=1)).items() if k != "relu1_1"}
         taps = encoder.taps(image, progress=Listener().progress())
         out = model.decode(feats, progress=Listener().progress())
-        monkeypatch.setattr(progress_module, "CPU_STEP_WORK", 2**60)
-        whole_taps = encoder.taps(image)
+        whole_taps = encoder.taps(image)  # without a listener every layer runs whole
         whole_out = model.decode(feats)
     for name in taps:
-        torch.testing.assert_close(taps[name], whole_taps[name], rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(out, whole_out, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(taps[name], whole_taps[name], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out, whole_out, rtol=1e-4, atol=1e-4)
 
 
 def test_vgg_and_decoder_announce_their_steps_and_split_large_layers(models, small_steps):
@@ -229,7 +227,7 @@ def test_frames_with_a_listener_equal_frames_without(models, small_steps):
     p = listener.progress()
     heard = run_frames(models, frames, style, progress=p, family="official-image",
                        callback=lambda done, total: seen.append((p.done, p.total)))  # fmt: skip
-    assert torch.equal(plain, heard)
+    torch.testing.assert_close(plain, heard, rtol=1e-4, atol=1e-4)  # split layers: equal to rounding
     assert_bar_sane(listener.reports)
     first = seen[0][0]  # steps of the first chunk (2 frames); then the 3 frames left were forecast
     assert seen[0][1] == first + first * 3 // 2
@@ -267,20 +265,26 @@ def test_a_cancel_leaves_the_model_and_the_stabiliser_state_intact(models, small
                                   progress=listener.progress()):  # fmt: skip
             outputs.append(out)
     assert len(outputs) == 1
-    resumed = run_frames(models, frames[2:], style, state=state)  # the state is as after chunk 1
+    resumed = run_frames(models, frames[2:], style, state=state, progress=Listener().progress())  # as after chunk 1
     assert torch.equal(torch.cat([outputs[0], resumed]), fresh)
-    assert torch.equal(run_frames(models, frames, style), fresh)  # and nothing else changed
+    assert torch.equal(run_frames(models, frames, style, progress=Listener().progress()), fresh)  # nothing else changed
 
 
-def test_encode_with_progress_equals_encode_without(models, small_steps):
+def test_encode_with_progress_equals_encode_without(models, small_steps, monkeypatch):
     encoder = models["encoder"]
     image = rand_images(1, 3, 48, 48, seed=8)
     with torch.inference_mode():
         plain = encode(encoder, image)
         heard = encode(encoder, image, progress=Listener().progress())
-    for layer in plain.features:
-        assert torch.equal(plain.features[layer], heard.features[layer])
-        assert torch.equal(plain.keys[layer], heard.keys[layer])
+    for layer in plain.features:  # split layers compute the same sums; kernels may round differently
+        torch.testing.assert_close(plain.features[layer], heard.features[layer], rtol=1e-4, atol=1e-4)
+        # keys are normalised per channel: a near-constant channel of these random weights magnifies rounding
+        torch.testing.assert_close(plain.keys[layer], heard.keys[layer], rtol=1e-3, atol=1e-3)
+    # with steps as large as the real ones, nothing at this size is split: bitwise
+    monkeypatch.setattr(progress_module, "CPU_STEP_WORK", 2**33)
+    with torch.inference_mode():
+        heard = encode(encoder, image, progress=Listener().progress())
+    assert all(torch.equal(plain.features[k], heard.features[k]) for k in plain.features)
 
 
 # --- the Progress object itself ----------------------------------------------------------------------
