@@ -115,6 +115,8 @@ def main() -> None:
         ws.connected.wait(30)
         for delay in args.delays:
             _, resp = http.post("/prompt", {"prompt": wf, "client_id": client})
+            if not isinstance(resp, dict) or "prompt_id" not in resp:
+                raise SystemExit(f"ComfyUI refused the prompt: {resp}")
             pid = resp["prompt_id"]
             running = wait_for(lambda: first_event(ws, pid, ("progress",), frames_node), 900)
             if running is None:
