@@ -17,6 +17,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,7 +44,8 @@ def make_base(base: Path, python: str) -> None:
     (base / "custom_nodes" / "adaattn").symlink_to(ROOT)
     for name in ("vgg_normalised.safetensors", "adain_decoder.safetensors"):
         (base / "models" / "adaattn" / name).symlink_to((default_models_dir() / name).resolve())
-    (base / "input" / "starry_night_vangogh.jpg").symlink_to(ROOT / "assets" / "inputs" / "starry_night_vangogh.jpg")
+    # a copy: LoadImage refuses a link that leaves its input folder
+    shutil.copy(ROOT / "assets" / "inputs" / "starry_night_vangogh.jpg", base / "input")
     script = (
         "import os, sys\nfrom PIL import Image\nsrc, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])\n"
         "names = sorted(os.listdir(src))\nos.makedirs(dst)\nfor i in range(n):\n"
