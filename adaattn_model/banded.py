@@ -21,7 +21,6 @@ from torch import Tensor, nn
 
 from .progress import ELEMENT_WORK, Progress, step, step_work
 
-
 MIN_BAND_ROWS = 16  # even (pooling); thinner bands would make the convolutions pick other kernels
 
 
