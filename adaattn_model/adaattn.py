@@ -34,6 +34,7 @@ from .attention import (
 )
 from .features import EncodedImage
 from .functional import batch_item, mean_variance_norm, reflect_pad
+from .progress import Progress
 from .sampling import Sampling
 
 BLEND_MODES = ("mix", "match")
@@ -179,13 +180,15 @@ def attention_statistics(
     max_sample: int,
     blend: str = "mix",
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    progress: Progress | None = None,
 ) -> LayerStatistics:
     """The attention-weighted style mean and std at ``layer`` for every content in the batch.
 
     Each style source has batch 1 (shared by all contents) or N (paired). ``blend``:
     ``mix`` mixes each source's attention distribution by weight (so the moments mix
     linearly); ``match`` is one attention over all sources' positions with log-weight
-    biases, so each content position picks the style that fits it.
+    biases, so each content position picks the style that fits it. ``progress`` steps per
+    block of the attention kernel (:func:`~adaattn_model.attention.attended_moments`).
     """
     _check_sources(layer, content, sources, blend)
     feat = content.features[layer]
@@ -205,16 +208,20 @@ def attention_statistics(
         query = prepare_query(projections.query(keys) if projections is not None else keys, spec)
         weights, cover = _source_weights(sources, b, content.pads, size, query.device)
         if len(banks) == 1:  # one source: its weight and region only set the coverage
-            moments = attended_moments(query, banks, spec, budget_bytes=budget_bytes)
+            moments = attended_moments(query, banks, spec, budget_bytes=budget_bytes, progress=progress)
         elif blend == "match":
-            moments = attended_moments(query, banks, spec, row_weights=weights, budget_bytes=budget_bytes)
+            moments = attended_moments(
+                query, banks, spec, row_weights=weights, budget_bytes=budget_bytes, progress=progress
+            )
         else:
             total = torch.stack(weights).sum(dim=0)
             moments = 0
             for bank, w in zip(banks, weights):
                 if bool((w > 0).any()):
                     share = (w / total.clamp_min(1e-12))[:, None]
-                    moments = moments + share * attended_moments(query, [bank], spec, budget_bytes=budget_bytes)
+                    moments = moments + share * attended_moments(
+                        query, [bank], spec, budget_bytes=budget_bytes, progress=progress
+                    )
         m, sd = moments_to_mean_std(moments)
         mean[b] = m.t().reshape(channels, *size)
         std[b] = sd.t().reshape(channels, *size)
@@ -270,18 +277,19 @@ def adaattn_layer(
     region: Tensor | None = None,
     incoming: Tensor | None = None,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    progress: Progress | None = None,
 ) -> Tensor:
     """AdaAttN at ``layer`` for every content in the batch; returns [N,C,h,w].
 
     The result is ``incoming + strength * region * coverage * (stylised - incoming)``,
     where ``incoming`` defaults to the raw content feature, ``region`` [1|N,H,W] is an
     optional content mask, and coverage is 1 except where region-limited sources cover
-    nothing. See :func:`attention_statistics` for the sources and ``blend``.
+    nothing. See :func:`attention_statistics` for the sources, ``blend`` and ``progress``.
     """
     _check_map(region, content.size, content.batch, "content mask")
     stats = attention_statistics(
         layer, content, sources, projections=projections, spec=spec, sampling=sampling, max_sample=max_sample,
-        blend=blend, budget_bytes=budget_bytes,
+        blend=blend, budget_bytes=budget_bytes, progress=progress,
     )  # fmt: skip
     return apply_statistics(
         content.features[layer], stats, strength=strength, region=region, pads=content.pads, incoming=incoming

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .progress import Progress, step, step_work
+
 ATTENTION_KINDS = ("softmax", "cosine", "cosine_softmax")
 ATTENTION_BACKENDS = ("auto", "kernel", "sdpa")
 NORM_EPS = 1e-5  # added to the L2 norms of q and k, and to the cosine normaliser (reference)
@@ -150,6 +152,7 @@ def attended_moments(
     row_weights: Sequence[Tensor | None] | None = None,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
     backend: str = "auto",
+    progress: Progress | None = None,
 ) -> Tensor:
     """``[mean, second moment]`` [n_c, 2C] of the values under the attention of ``query``.
 
@@ -162,6 +165,10 @@ def attended_moments(
     ``backend``: ``kernel`` (the chunked kernel here), ``sdpa`` (fused SDPA where it can
     express the attention, see :mod:`fused_attention`), or ``auto``: SDPA on CUDA, the
     kernel elsewhere (on the CPU SDPA is no faster).
+    ``progress`` steps once per block of the logits (rows x style columns of one bank);
+    with a listener, a block on a CPU has only as many rows as
+    :func:`~adaattn_model.progress.step_work` allows (rows are independent, so the result
+    is the same).
     """
     if not banks:
         raise ValueError("attention needs at least one style source")
@@ -172,7 +179,8 @@ def attended_moments(
 
         if can_fuse(banks, spec, row_weights):
             try:
-                return fused_moments(query, banks, spec, budget_bytes=max(int(budget_bytes), MIN_BUDGET_BYTES))
+                budget = max(int(budget_bytes), MIN_BUDGET_BYTES)
+                return fused_moments(query, banks, spec, budget_bytes=budget, progress=progress)
             except RuntimeError as error:  # out of memory: the chunked kernel below adapts its blocks
                 if not is_out_of_memory(error):
                     raise
@@ -181,10 +189,20 @@ def attended_moments(
     max_cols = max(bank.keys.shape[0] for bank in banks)
     out = torch.empty(n_rows, banks[0].values.shape[1], device=query.device, dtype=torch.float32)
     budget = max(int(budget_bytes), MIN_BUDGET_BYTES)
-    start, workspace = 0, None
+    limit = step_work(query.device.type) if progress is not None else None
+    work = query.shape[1] + banks[0].values.shape[1]  # multiply-adds per logit: q.k, weights x [v, v**2]
+    start, workspace, planned = 0, None, 0
     while start < n_rows:
         rows, cols = chunk_shape(n_rows - start, max_cols, budget)
+        if limit is not None:  # fewer rows per block for a listener (rows only: the same sums, bitwise)
+            rows = min(rows, max(MIN_ROWS, limit // (min(cols, max_cols) * work)))
         stop = start + rows
+        if progress is not None:  # announce the blocks still to come at this block size (more after an OOM)
+            blocks = -(-(n_rows - start) // rows) * sum(-(-bank.keys.shape[0] // cols) for bank in banks)
+            if blocks > planned:
+                progress.expect(blocks - planned)
+                planned = blocks
+            before = progress.done
         try:
             if workspace is None or workspace.numel() < rows * cols:
                 workspace = None
@@ -197,6 +215,7 @@ def attended_moments(
                 cols,
                 workspace,
                 out[start:stop],
+                progress,
             )
         except RuntimeError as error:  # torch.OutOfMemoryError is a RuntimeError
             if not is_out_of_memory(error) or budget <= MIN_BUDGET_BYTES:
@@ -205,7 +224,11 @@ def attended_moments(
             if query.device.type == "cuda":
                 torch.cuda.empty_cache()
             budget //= 2
+            if progress is not None:
+                planned -= progress.done - before
             continue
+        if progress is not None:
+            planned -= progress.done - before
         start = stop
     return out
 
@@ -218,8 +241,10 @@ def _moments_block(
     cols: int,
     workspace: Tensor,
     acc: Tensor,
+    progress: Progress | None = None,
 ) -> None:
-    """Moments for one chunk of rows, written into ``acc``; style positions in chunks of ``cols``."""
+    """Moments for one chunk of rows, written into ``acc``; style positions in chunks of ``cols``
+    (one progress step each)."""
     rows = q.shape[0]
     acc.zero_()
     total = torch.zeros(rows, device=q.device, dtype=torch.float32)
@@ -246,6 +271,7 @@ def _moments_block(
                     weights.mul_(row_weight[:, None])
                 total.add_(weights.sum(dim=1))
                 acc.addmm_(weights, v)
+                step(progress)
                 continue
             if inv_temperature != 1.0:
                 logits.mul_(inv_temperature)
@@ -261,6 +287,7 @@ def _moments_block(
             total.mul_(rescale).add_(weights.sum(dim=1))
             acc.mul_(rescale[:, None]).addmm_(weights, v)
             run_max = new_max
+            step(progress)
     if linear:
         acc.div_((total + NORM_EPS)[:, None])
     else:

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import banded
+from .progress import Progress, expect
 from .vgg import conv3x3
 
 # (conv name, out channels) from relu3_1 down to RGB, with "up" for nearest x2.
@@ -50,20 +52,43 @@ class Decoder(nn.Module):
                 self.add_module(name, conv3x3(channels, out))
                 channels = out
 
-    def forward(self, x: Tensor, skip: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, skip: Tensor | None = None, *, progress: Progress | None = None) -> Tensor:
+        """RGB [N,3,H,W] from the start feature; ``progress`` steps per layer (per band of a large one)."""
+        if self.skip_channels and skip is None:
+            raise ValueError("this decoder needs the relu3_1 skip input")
+        if progress is not None:
+            expect(progress, self.units(tuple(x.shape), x.device))
         if self.start == "relu4_1":
-            x = upsample2(F.relu(self.conv4_1(x)))
+            x = banded.upsample2(banded.conv3x3(self.conv4_1, x, progress=progress), progress)
         if self.skip_channels:
-            if skip is None:
-                raise ValueError("this decoder needs the relu3_1 skip input")
             x = torch.cat([x, skip], dim=1)  # decoded path first, skip second
         for item in TAIL:
             if item == "up":
-                x = upsample2(x)
+                x = banded.upsample2(x, progress)
             else:
-                conv = getattr(self, item[0])
-                x = conv(x) if item[0] == "conv1_1" else F.relu(conv(x))
+                x = banded.conv3x3(getattr(self, item[0]), x, relu=item[0] != "conv1_1", progress=progress)
         return x
+
+    def units(self, shape: tuple[int, ...], device: torch.device) -> int:
+        """Progress steps of :meth:`forward` for a start feature of ``shape`` on ``device``."""
+        n, c, h, w = shape
+        units = 0
+        ops: list = ["up"] + list(TAIL)
+        if self.start == "relu4_1":
+            units += banded.band_count(h, banded.conv_row_work((n, c, h, w), 256), device)
+            c = 256
+        else:
+            ops = ops[1:]
+        for item in ops:
+            if item == "up":
+                units += banded.band_count(h, banded.map_row_work((n, c, h, w)), device)
+                h, w = 2 * h, 2 * w
+                continue
+            if item[0] == "conv3_4":
+                c += self.skip_channels
+            units += banded.band_count(h, banded.conv_row_work((n, c, h, w), item[1]), device)
+            c = item[1]
+        return units
 
 
 class Fusion(nn.Module):
@@ -73,5 +98,9 @@ class Fusion(nn.Module):
         super().__init__()
         self.merge_conv = conv3x3(channels, channels)
 
-    def forward(self, relu4_1: Tensor, relu5_1: Tensor) -> Tensor:
-        return self.merge_conv(relu4_1 + upsample2(relu5_1))
+    def forward(self, relu4_1: Tensor, relu5_1: Tensor, *, progress: Progress | None = None) -> Tensor:
+        return banded.conv3x3(self.merge_conv, relu4_1 + upsample2(relu5_1), relu=False, progress=progress)
+
+    def units(self, shape: tuple[int, ...], device: torch.device) -> int:
+        """Progress steps of :meth:`forward` for a relu4_1 feature of ``shape`` on ``device``."""
+        return banded.band_count(shape[2], banded.conv_row_work(shape, self.merge_conv.out_channels), device)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .functional import check_finite, mean_variance_norm, nearest_resize, vgg_sizes
+from .progress import Progress
 from .vgg import TAPS, VGGEncoder
 
 ATTENTION_LAYERS = ("relu3_1", "relu4_1", "relu5_1")
@@ -90,10 +91,12 @@ def encode(
     *,
     pads: tuple[int, int, int, int] = (0, 0, 0, 0),
     size: tuple[int, int] | None = None,
+    progress: Progress | None = None,
 ) -> EncodedImage:
     """Encode ``image`` [N,3,H,W] (RGB in [0,1], already padded if needed) at ``layers``.
 
-    ``size`` and ``pads`` are only recorded, for cropping after decoding.
+    ``size`` and ``pads`` are only recorded, for cropping after decoding. ``progress``
+    steps per VGG layer (:meth:`VGGEncoder.stages`).
     """
     if image.ndim != 4 or image.shape[1] != 3:
         raise ValueError(f"expected an image batch of shape [N,3,H,W], got {list(image.shape)}")
@@ -104,7 +107,8 @@ def encode(
     h, w = image.shape[-2:]
     if size is None:
         size = (h - pads[0] - pads[1], w - pads[2] - pads[3])
-    return from_taps(encoder.stages(image, upto=layers[-1]), (h, w), layers, size=size, pads=pads)
+    taps = encoder.stages(image, upto=layers[-1], progress=progress)
+    return from_taps(taps, (h, w), layers, size=size, pads=pads)
 
 
 def from_taps(

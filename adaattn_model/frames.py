@@ -33,9 +33,10 @@ from torch import Tensor
 
 from .adaattn import LayerStatistics, StyleSource, apply_statistics, attention_statistics
 from .encoding_cache import EncodingCache
-from .functional import calc_mean_std
+from .functional import calc_mean_std, crop_padding
 from .model import AdaAttNModel
-from .pipeline import Style, StylizeOptions, chosen_layers, decode_image, encode_content, style_sources
+from .pipeline import Style, StylizeOptions, chosen_layers, encode_content, style_sources
+from .progress import Progress, forecast, release
 from .vgg import VGGEncoder
 
 
@@ -165,13 +166,16 @@ def stylize_frames(
     state: FrameState | None = None,
     callback: Callable[[int, int], None] | None = None,
     cache: EncodingCache | None = None,
+    progress: Progress | None = None,
 ) -> Iterator[Tensor]:
     """Stylise ``frames`` [T,3,H,W] in order; yields outputs [n,3,H,W] chunk by chunk.
 
     ``sources`` are already-encoded styles (:class:`StyleSource`, batch 1), or style images
     (batch 1), which are encoded as the core encodes them (``options.style_max_side``,
     through ``cache``). ``state`` carries the stabilisers across calls (a long clip fed in
-    pieces); a new one starts fresh.
+    pieces); a new one starts fresh. ``progress`` steps through every stage (VGG and decoder
+    layers, attention blocks) and is checked between chunks; after the first chunk the rest
+    is forecast. A cancel raised from it leaves ``state`` as it was after the last chunk yielded.
     """
     family = model.family
     layers, spec = chosen_layers(model, options)
@@ -181,23 +185,29 @@ def stylize_frames(
         sources = style_sources(model, encoder, sources, options, cache=cache)
     state = state if state is not None else FrameState()
     total = frames.shape[0]
+    forecast_made = False  # release only what this call reserved (a caller may reserve around it)
     for start in range(0, total, max(1, chunk)):
         stop = min(total, start + max(1, chunk))
-        encoded = encode_content(encoder, frames[start:stop], family.layers)
+        if progress is not None:
+            progress.check()
+            before = progress.done
+        encoded = encode_content(encoder, frames[start:stop], family.layers, progress=progress)
+        advanced = state.copy()  # committed once the chunk is done: a cancel inside it changes nothing
         cuts: list[bool] = []
         if stabilizer.cut_threshold > 0:  # detected at the deepest stylised layer, reset at every layer
             deepest = max(layers, key=family.layers.index)
-            cuts = detect_cuts(encoded.keys[deepest], state.cut, stabilizer.cut_threshold)
+            cuts = detect_cuts(encoded.keys[deepest], advanced.cut, stabilizer.cut_threshold)
         feats = {}
         for layer in family.layers:
             feature = encoded.features[layer]
             if layer not in layers:
                 feats[layer] = feature
                 continue
-            layer_state = state.layers.setdefault(layer, LayerState())
+            layer_state = advanced.layers.setdefault(layer, LayerState())
             stats = attention_statistics(
                 layer, encoded, sources, projections=model.projections(layer), spec=spec, sampling=options.sampling,
                 max_sample=family.max_sample[layer], blend=options.blend, budget_bytes=options.budget(feature.device),
+                progress=progress,
             )  # fmt: skip
             if stabilizer.temporal_smoothing > 0:
                 smooth_statistics(stats, encoded.keys[layer], layer_state, stabilizer, cuts)
@@ -205,6 +215,13 @@ def stylize_frames(
             if stabilizer.shared_normalization > 0:
                 norm = shared_normalization(feature, layer_state, stabilizer.shared_normalization, cuts)
             feats[layer] = apply_statistics(feature, stats, strength=options.alpha, normalization=norm)
-        yield decode_image(model, feats, encoded)
+        out = crop_padding(model.decode(feats, progress=progress), encoded.pads)
+        state.layers, state.cut = advanced.layers, advanced.cut
+        if progress is not None and start == 0 and stop < total:
+            forecast(progress, progress.done - before, stop, total - stop)
+            forecast_made = True
+        yield out
         if callback is not None:
             callback(stop, total)
+    if forecast_made:
+        release(progress)

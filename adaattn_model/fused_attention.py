@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .attention import AttentionSpec, StyleBank
+from .progress import Progress, expect, step
 
 
 def rows_per_call(n_cols: int, width: int, budget_bytes: int) -> int:
@@ -44,6 +45,7 @@ def fused_moments(
     spec: AttentionSpec,
     *,
     budget_bytes: int,
+    progress: Progress | None = None,
 ) -> Tensor:
     """``[mean, second moment]`` [n_c, 2C] like :func:`attention.attended_moments`, through SDPA.
 
@@ -59,10 +61,12 @@ def fused_moments(
     q = query.float()
     k, v = keys[None], values[None]  # one "head": SDPA wants [..., L, E]
     out = torch.empty(q.shape[0], values.shape[1], device=q.device, dtype=torch.float32)
-    step = rows_per_call(keys.shape[0], values.shape[1], budget_bytes)
-    for start in range(0, q.shape[0], step):
-        stop = min(q.shape[0], start + step)
+    rows = rows_per_call(keys.shape[0], values.shape[1], budget_bytes)
+    expect(progress, -(-q.shape[0] // rows))
+    for start in range(0, q.shape[0], rows):
+        stop = min(q.shape[0], start + rows)
         out[start:stop] = F.scaled_dot_product_attention(
             q[None, start:stop], k, v, attn_mask=None if bias is None else bias[None], scale=1.0 / spec.temperature
         )[0]
+        step(progress)  # checks for a cancel between calls
     return out

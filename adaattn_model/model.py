@@ -15,6 +15,7 @@ from .adaattn import AttentionProjections
 from .attention import AttentionSpec
 from .decoder import Decoder, Fusion
 from .features import KEY_CHANNELS, TAP_CHANNELS
+from .progress import Progress, expect
 
 # Default locality of the lite family's cosine attention (chosen on the test images; README).
 LITE_TEMPERATURE = 0.03
@@ -98,12 +99,17 @@ class AdaAttNModel(nn.Module):
             raise ValueError(f"the {self.family.name} model cannot stylise {layer}; it uses {supported}")
         return self.attention[layer] if self.family.learned else None
 
-    def decode(self, features: Mapping[str, Tensor]) -> Tensor:
-        """RGB images [N,3,H,W] (unclamped) from the features at the family's layers."""
+    def decode(self, features: Mapping[str, Tensor], *, progress: Progress | None = None) -> Tensor:
+        """RGB images [N,3,H,W] (unclamped) from the features at the family's layers.
+
+        ``progress`` steps per layer (per band of rows of a large layer)."""
         missing = [layer for layer in self.family.layers if layer not in features]
         if missing:
             raise ValueError(f"the {self.family.name} decoder needs features at {', '.join(missing)}")
         if self.family.fusion:
-            merged = self.fusion(features["relu4_1"], features["relu5_1"])
-            return self.decoder(merged, skip=features["relu3_1"])
-        return self.decoder(features[self.family.decoder_start])
+            relu4_1 = features["relu4_1"]
+            if progress is not None:
+                expect(progress, self.fusion.units(tuple(relu4_1.shape), relu4_1.device))
+            merged = self.fusion(relu4_1, features["relu5_1"], progress=progress)
+            return self.decoder(merged, skip=features["relu3_1"], progress=progress)
+        return self.decoder(features[self.family.decoder_start], progress=progress)

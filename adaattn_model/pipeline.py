@@ -215,9 +215,9 @@ def stylize(
             if tile is None:
                 features = dict(encoded.features)
                 for layer in layers:
-                    features[layer] = stylize_layer(model, layer, encoded, sources, options, spec, region)
+                    features[layer] = stylize_layer(model, layer, encoded, sources, options, spec, region, progress)
                     step(progress)
-                out = decode_image(model, features, encoded).float()
+                out = decode_image(model, features, encoded, progress).float()
             else:  # AdaAttN and the decoder tile by tile (exact; see tiling.py)
                 out = stylize_decode_tiled(
                     model, encoded, sources, layers=layers, spec=spec, sampling=options.sampling,

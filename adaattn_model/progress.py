@@ -16,7 +16,7 @@ from collections.abc import Callable
 class Progress:
     """Counts units of real work; reports ``(done, total)`` and checks for a cancel at each step."""
 
-    __slots__ = ("_report", "_check", "done", "total")
+    __slots__ = ("_check", "_report", "_reserved", "done", "total")
 
     def __init__(
         self,
@@ -27,10 +27,30 @@ class Progress:
         self._check = check
         self.done = 0
         self.total = 0
+        self._reserved = 0
 
     def expect(self, units: int) -> None:
-        """Announce ``units`` more units of work (the bar's total grows)."""
-        self.total += int(units)
+        """Announce ``units`` more units of work (the bar's total grows, less what was reserved for them)."""
+        units = int(units)
+        taken = min(units, self._reserved)
+        self._reserved -= taken
+        self.total += units - taken
+
+    def reserve(self, units: int) -> None:
+        """Announce ``units`` of work ahead of the stages that will :meth:`expect` them (a loop that has
+        timed one round forecasts the rest), so the total is right early; see :func:`forecast`."""
+        units = max(0, int(units))
+        self._reserved += units
+        self.total += units
+
+    def release(self) -> None:
+        """Count what was reserved and never expected as done (a forecast that was too high), so the
+        bar ends at its total; done and total never go down."""
+        if self._reserved:
+            units, self._reserved = self._reserved, 0
+            self.done += units
+            if self._report is not None:
+                self._report(self.done, max(self.total, self.done))
 
     def check(self) -> None:
         """Raise if the caller wants the work stopped (no progress is counted)."""
@@ -55,3 +75,31 @@ def expect(progress: Progress | None, units: int) -> None:
     """:meth:`Progress.expect` when someone listens, nothing otherwise."""
     if progress is not None:
         progress.expect(units)
+
+
+def forecast(progress: Progress | None, units_done: int, items_done: int, items_left: int) -> None:
+    """After ``items_done`` items took ``units_done`` units, reserve as much per item for ``items_left``
+    more (rounded down: the stages announce any shortfall when they start)."""
+    if progress is not None and items_done > 0 and items_left > 0:
+        progress.reserve(units_done * items_left // items_done)
+
+
+def release(progress: Progress | None) -> None:
+    """:meth:`Progress.release` when someone listens, nothing otherwise."""
+    if progress is not None:
+        progress.release()
+
+
+# How much work one step may hold on a CPU when someone listens: multiply-adds (or element
+# reads weighted by ELEMENT_WORK). Above it, convolutions run in bands of rows and attention
+# in blocks of fewer rows, so the bar moves and a cancel is seen within about a second even
+# for a 2K image. Each band or block computes exactly what the whole would, so results do
+# not change. Without a listener nothing is split (splitting costs some speed). GPUs run one
+# step per layer or memory-sized block: they finish those in milliseconds.
+CPU_STEP_WORK = 2**33
+ELEMENT_WORK = 64  # a memory-bound element (pool, upsample, copy) costs about as much as 64 multiply-adds
+
+
+def step_work(device_type: str) -> int | None:
+    """The most work one step may hold on a device of this type (None: no limit)."""
+    return CPU_STEP_WORK if device_type == "cpu" else None

@@ -63,7 +63,7 @@ def encode_content(
     size = tuple(images.shape[-2:])
     if tile:
         return encode_tiled(encoder, padded, layers, tile, pads=pads, size=size, progress=progress)
-    return encode(encoder, padded, layers, pads=pads, size=size)
+    return encode(encoder, padded, layers, pads=pads, size=size, progress=progress)
 
 
 def upscale_tiny(images: Tensor, min_side: int = STYLE_MIN_SIDE) -> Tensor:
@@ -98,6 +98,7 @@ def stylize_layer(
     options: StylizeOptions,
     spec: AttentionSpec,
     region: Tensor | None = None,
+    progress: Progress | None = None,
 ) -> Tensor:
     """AdaAttN at one of the family's layers, with the options' strength, sampling and budget."""
     feature = content.features[layer]
@@ -113,6 +114,7 @@ def stylize_layer(
         strength=options.alpha,
         region=region,
         budget_bytes=options.budget(feature.device),
+        progress=progress,
     )
 
 
@@ -136,6 +138,8 @@ def stylize_features(
     }
 
 
-def decode_image(model: AdaAttNModel, features: dict[str, Tensor], content: EncodedImage) -> Tensor:
+def decode_image(
+    model: AdaAttNModel, features: dict[str, Tensor], content: EncodedImage, progress: Progress | None = None
+) -> Tensor:
     """Decode and crop back to the content's size: [N,3,H,W], unclamped."""
-    return crop_padding(model.decode(features), content.pads)
+    return crop_padding(model.decode(features, progress=progress), content.pads)

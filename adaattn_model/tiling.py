@@ -119,7 +119,8 @@ def encode_tiled(
     for box in boxes:
         outer = box.grow(halo, height, width)
         offsets = dict.fromkeys(layers, 0)
-        for tap, feature in encoder.stages(padded[..., outer.y0 : outer.y1, outer.x0 : outer.x1], upto=deepest):
+        tile_image = padded[..., outer.y0 : outer.y1, outer.x0 : outer.x1]
+        for tap, feature in encoder.stages(tile_image, upto=deepest, progress=progress):
             rows, cols = box.within(outer, SCALE[tap])
             kept = feature[..., rows, cols]
             for layer in layers:
@@ -160,7 +161,7 @@ def decode_tiled(
     for box in boxes:
         inner = box.grow(DECODER_HALO, height, width)
         crops = {layer: f[(..., *inner.at(SCALE[layer]))] for layer, f in features.items()}
-        decoded = model.decode(crops)
+        decoded = model.decode(crops, progress=progress)
         out[..., box.y0 : box.y1, box.x0 : box.x1] = decoded[(..., *box.within(inner))]
         del decoded, crops
         step(progress)
@@ -217,14 +218,14 @@ def stylize_decode_tiled(
         for layer in layers:
             stats = attention_statistics(
                 layer, part, part_sources, projections=model.projections(layer), spec=spec, sampling=sampling,
-                max_sample=model.family.max_sample[layer], blend=blend, budget_bytes=budget_bytes,
+                max_sample=model.family.max_sample[layer], blend=blend, budget_bytes=budget_bytes, progress=progress,
             )  # fmt: skip
             features[layer] = apply_statistics(
                 part.features[layer], stats, strength=strength, region=part_region, normalization=normalization[layer]
             )
             del stats
             step(progress)
-        decoded = model.decode({layer: features[layer] for layer in model.family.layers})
+        decoded = model.decode({layer: features[layer] for layer in model.family.layers}, progress=progress)
         out[..., box.y0 : box.y1, box.x0 : box.x1] = decoded[(..., *box.within(inner))]
         del decoded, features, part
         step(progress)

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import torch.nn.functional as F
+import torch
 from torch import Tensor, nn
+
+from . import banded
+from .progress import Progress, expect
 
 TAPS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
@@ -50,27 +53,51 @@ class VGGEncoder(nn.Module):
             self.add_module(name, conv3x3(cin, cout))
         self.requires_grad_(False)
 
-    def stages(self, image: Tensor, upto: str = "relu5_1") -> Iterator[tuple[str, Tensor]]:
+    def stages(
+        self, image: Tensor, upto: str = "relu5_1", *, progress: Progress | None = None
+    ) -> Iterator[tuple[str, Tensor]]:
         """Yield ``(tap name, feature)`` for relu1_1 .. ``upto`` in order.
 
         A generator, so a caller can keep what it needs of a large early tap and let
-        the rest go before the next stage runs.
+        the rest go before the next stage runs. ``progress`` steps once per layer (per
+        band of rows of a large layer, :mod:`adaattn_model.banded`).
         """
         if upto not in STAGES:
             raise ValueError(f"unknown VGG tap {upto!r}; expected one of {', '.join(TAPS)}")
+        if progress is not None:
+            expect(progress, self.units(tuple(image.shape), upto, image.device))
         x = image
         for tap, ops in STAGES.items():
             for op in ops:
                 if op == "pool":
-                    x = F.max_pool2d(x, 2, 2, ceil_mode=True)
+                    x = banded.max_pool2(x, progress)
                 elif op == "preprocess":
-                    x = self.preprocess(x)
+                    x = banded.pointwise(self.preprocess, x, progress)
                 else:
-                    x = F.relu(getattr(self, op)(x))
+                    x = banded.conv3x3(getattr(self, op), x, relu=True, progress=progress)
             yield tap, x
             if tap == upto:
                 return
 
-    def taps(self, image: Tensor, upto: str = "relu5_1") -> dict[str, Tensor]:
+    def units(self, shape: tuple[int, ...], upto: str, device: torch.device) -> int:
+        """Progress steps of :meth:`stages` for an image batch of ``shape`` [N,3,H,W] on ``device``."""
+        n, c, h, w = shape
+        channels = {name: cout for name, _, cout in VGG_CONVS}
+        units = 0
+        for tap, ops in STAGES.items():
+            for op in ops:
+                if op == "pool":
+                    units += banded.band_count(h, banded.map_row_work((n, c, h, w)), device, 2)
+                    h, w = (h + 1) // 2, (w + 1) // 2
+                elif op == "preprocess":
+                    units += banded.band_count(h, banded.map_row_work((n, c, h, w)), device)
+                else:
+                    units += banded.band_count(h, banded.conv_row_work((n, c, h, w), channels[op]), device)
+                    c = channels[op]
+            if tap == upto:
+                return units
+        return units
+
+    def taps(self, image: Tensor, upto: str = "relu5_1", *, progress: Progress | None = None) -> dict[str, Tensor]:
         """All taps relu1_1 .. ``upto`` of ``image`` [N,3,H,W] (RGB in [0, 1])."""
-        return dict(self.stages(image, upto))
+        return dict(self.stages(image, upto, progress=progress))

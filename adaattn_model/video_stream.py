@@ -38,10 +38,10 @@ from .progress import Progress, expect, step
 from .vgg import VGGEncoder
 from .video_io import (
     DEFAULT_CRF,
+    FrameFolderReader,
     Source,
     VideoEncoder,
     VideoError,
-    FrameFolderReader,
     Window,
     container_format,
     join_segments,

@@ -9,7 +9,7 @@ import torch
 
 from ..adaattn_model.attention import ATTENTION_KINDS, AttentionSpec, budget_for, resolve_attention
 from ..adaattn_model.model import Family
-from ..adaattn_model.progress import Progress
+from ..adaattn_model.progress import Progress, forecast, release
 from ..adaattn_model.sampling import DEFAULT_SEED, SAMPLING_MODES, Sampling
 from . import host
 from .bundles import MODEL_TYPE
@@ -84,16 +84,24 @@ def activation_bytes(height: int, width: int, batch: int = 1) -> int:
     return 6 * 64 * 4 * height * width * batch
 
 
-def run_in_chunks(total: int, chunk: int, step: Callable[[int, int], None]) -> None:
+def run_in_chunks(
+    total: int, chunk: int, step: Callable[[int, int], None], *, progress: Progress | None = None
+) -> None:
     """Call ``step(start, stop)`` over ``range(total)`` in chunks, with progress and interrupts.
 
-    On out-of-memory the chunk size is halved and the chunk retried (down to 1 item).
+    On out-of-memory the chunk size is halved and the chunk retried (down to 1 item). An
+    interrupt is a BaseException: it is never taken for an out-of-memory error and ends the
+    run at once. Without ``progress`` the node's bar counts items; with one (from
+    ``nodes.progress.node_progress``, passed into ``step``'s engine call too) the bar counts
+    the engine's steps, forecast for the whole run after the first chunk.
     """
-    bar = host.progress(total)
+    bar = host.progress(total) if progress is None else None
+    check = host.check_interrupt if progress is None else progress.check
     start, chunk = 0, max(1, chunk)
     while start < total:
-        host.check_interrupt()
+        check()
         stop = min(total, start + chunk)
+        before = progress.done if progress is not None else 0
         try:
             step(start, stop)
         except Exception as error:  # an interrupt is a BaseException and passes through
@@ -102,12 +110,12 @@ def run_in_chunks(total: int, chunk: int, step: Callable[[int, int], None]) -> N
             host.empty_cache()
             chunk //= 2
             log.warning("AdaAttN: out of memory, retrying with %d item(s) per chunk", chunk)
+            if progress is not None:  # the steps of the failed try will be done again
+                progress.expect(progress.done - before)
             continue
-        bar.update_absolute(stop, total)
+        if bar is not None:
+            bar.update_absolute(stop, total)
+        elif start == 0:
+            forecast(progress, progress.done - before, stop, total - stop)
         start = stop
-
-
-def node_progress() -> Progress:
-    """A :class:`Progress` that drives ComfyUI's progress bar and raises on a cancel."""
-    bar = host.progress(0)
-    return Progress(report=lambda done, total: bar.update_absolute(done, total), check=host.check_interrupt)
+    release(progress)

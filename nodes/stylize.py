@@ -17,9 +17,9 @@ from .common import (
     activation_bytes,
     attention_budget,
     make_sampling,
-    node_progress,
     run_in_chunks,
 )
+from .progress import node_progress
 from .tensors import fit_mask, image_to_rgb, rgb_to_image
 
 COLOR_INPUT = (
@@ -167,14 +167,15 @@ class AdaAttNStylizeFrames:
         sources = style_sources(stylizer.model, stylizer.encoder, style_rgb, options, cache=stylizer.cache)
         host.check_interrupt()
         outputs, state = [], [FrameState()]
+        progress = node_progress()  # checked between layers and attention blocks, not only between chunks
 
         def step(start: int, stop: int) -> None:
             trial = state[0].copy()  # an out-of-memory retry must not see a half-advanced state
             chunk = stylize_frames(model.model, model.stylizer.encoder, clip[start:stop].to(device), sources, options,
-                                   stabilizer, chunk=stop - start, state=trial)  # fmt: skip
+                                   stabilizer, chunk=stop - start, state=trial, progress=progress)  # fmt: skip
             outputs.extend(rgb_to_image(out, where, dtype) for out in chunk)
             state[0] = trial
 
-        run_in_chunks(clip.shape[0], frames_per_chunk, step)
+        run_in_chunks(clip.shape[0], frames_per_chunk, step, progress=progress)
         return (torch.cat(outputs),)
 

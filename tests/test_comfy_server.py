@@ -101,7 +101,8 @@ def test_every_workflow_runs_in_a_real_comfyui(tmp_path):
         assert run["status"] == "success" and run["outputs"], key
         assert all(o["exists"] and o["view_ok"] for o in run["outputs"]), key
     frames = runs[("api", "adaattn_video.json")]["ws"]["progress"]
-    assert any(p["class_type"] == "AdaAttNStylizeFrames" and p["last"] == p["max"] == 24 for p in frames.values())
+    # the bar counts the engine's steps (layers, bands, attention blocks) for the 24 frames and ends full
+    assert any(p["class_type"] == "AdaAttNStylizeFrames" and p["last"] == p["max"] > 24 for p in frames.values())
     if "browser" in summary:
         browser = summary["browser"]["result"]
         assert browser["pack_in_template_browser"] and not browser["missing_types"] and not browser["page_errors"]

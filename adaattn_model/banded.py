@@ -1,0 +1,111 @@
+"""Convolutional layers run in bands of rows, so a large image reports progress and can be
+cancelled between bands instead of after a whole layer.
+
+On a CPU a single 3x3 conv of a 2048^2 image takes many seconds; when someone listens
+(``progress`` given) each band holds at most :func:`~adaattn_model.progress.step_work`
+multiply-adds. Every band computes exactly what the whole layer computes for its rows (the
+map is reflection-padded once, as the conv pads it; pooling bands have an even height;
+nearest upsampling goes row by row), so the output equals the unsplit layer's (bitwise on
+the CPUs tested: tests/test_progress.py). Splitting costs some speed (benchmarks/
+bench_progress.py), so without a listener, and on a GPU, each layer runs whole.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .progress import ELEMENT_WORK, Progress, step, step_work
+
+MIN_BAND_ROWS = 16  # even (pooling); thinner bands would make the convolutions pick other kernels
+
+
+def rows_per_band(rows: int, row_work: int, device: torch.device, multiple: int = 1) -> int:
+    """Rows of one band when a row costs ``row_work``: all ``rows`` unless the device limits a step."""
+    limit = step_work(device.type)
+    if limit is None or rows * row_work <= limit:
+        return rows
+    return max(MIN_BAND_ROWS, limit // max(1, row_work) // multiple * multiple)
+
+
+def band_count(rows: int, row_work: int, device: torch.device, multiple: int = 1) -> int:
+    return math.ceil(rows / rows_per_band(rows, row_work, device, multiple))
+
+
+def conv_row_work(x_shape: tuple[int, ...], out_channels: int, kernel: int = 3) -> int:
+    n, c, _, w = x_shape
+    return n * w * c * out_channels * kernel * kernel
+
+
+def map_row_work(x_shape: tuple[int, ...]) -> int:
+    n, c, _, w = x_shape
+    return n * c * w * ELEMENT_WORK
+
+
+def _empty_rows(like: Tensor, rows: int) -> Tensor:
+    """An uninitialised map like ``like`` with ``rows`` rows, in its memory format (channels_last stays so)."""
+    channels_last = like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty((*like.shape[:2], rows, like.shape[3]), dtype=like.dtype, device=like.device, memory_format=fmt)
+
+
+def conv3x3(conv: nn.Conv2d, x: Tensor, *, relu: bool = True, progress: Progress | None = None) -> Tensor:
+    """``relu(conv(x))`` (or ``conv(x)``) for a 3x3 conv with 1-pixel reflection padding, in bands."""
+    h = x.shape[2]
+    per = h if progress is None else rows_per_band(h, conv_row_work(x.shape, conv.out_channels), x.device)
+    if per >= h:
+        y = conv(x)
+        y = F.relu(y) if relu else y
+        step(progress)
+        return y
+    # Pad once as the conv itself would (the same copy an unsplit conv makes), then run row slices of it:
+    # slices are views that keep the padded map's memory layout (channels_last for loaded weights).
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    out = None
+    for start in range(0, h, per):
+        stop = min(h, start + per)
+        y = F.conv2d(padded[:, :, start : stop + 2], conv.weight, conv.bias)
+        if out is None:
+            out = _empty_rows(y, h)
+        out[:, :, start:stop] = y.relu_() if relu else y
+        step(progress)
+    return out
+
+
+def _row_map(x: Tensor, fn: Callable[[Tensor], Tensor], out_rows: Callable[[int], int], multiple: int,
+             progress: Progress | None) -> Tensor:  # fmt: skip
+    """``fn`` over bands of rows, for maps where output row r depends on input rows of its band only."""
+    h = x.shape[2]
+    per = h if progress is None else rows_per_band(h, map_row_work(x.shape), x.device, multiple)
+    if per >= h:
+        y = fn(x)
+        step(progress)
+        return y
+    out = None
+    for start in range(0, h, per):
+        y = fn(x[:, :, start : start + per])
+        if out is None:
+            out = _empty_rows(y, out_rows(h))
+        at = out_rows(start)
+        out[:, :, at : at + y.shape[2]] = y
+        step(progress)
+    return out
+
+
+def max_pool2(x: Tensor, progress: Progress | None = None) -> Tensor:
+    """2x2 max pooling, stride 2, ceil mode (VGG's), in bands of an even number of rows."""
+    return _row_map(x, lambda t: F.max_pool2d(t, 2, 2, ceil_mode=True), lambda r: (r + 1) // 2, 2, progress)
+
+
+def upsample2(x: Tensor, progress: Progress | None = None) -> Tensor:
+    """Nearest x2 upsampling, in bands."""
+    return _row_map(x, lambda t: F.interpolate(t, scale_factor=2, mode="nearest"), lambda r: 2 * r, 1, progress)
+
+
+def pointwise(fn: Callable[[Tensor], Tensor], x: Tensor, progress: Progress | None = None) -> Tensor:
+    """A per-pixel layer (a 1x1 conv), in bands."""
+    return _row_map(x, fn, lambda r: r, 1, progress)
