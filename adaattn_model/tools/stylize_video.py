@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from fractions import Fraction
 from pathlib import Path
 
 from ..frames import DEFAULT_STABILIZER
 from ..video_io import DEFAULT_CRF
+from .fetch import sha256_file
 
 
 def add_parser(sub) -> None:
@@ -82,14 +82,6 @@ def add_parser(sub) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _input_signature(path: Path) -> list:
     """What identifies the input for --resume: path, sizes and modification times (of each frame, for a folder)."""
     files = sorted(path.iterdir()) if path.is_dir() else [path]
@@ -138,8 +130,8 @@ def run_stylize_video(args) -> int:
         budget_bytes=args.memory_budget * 2**20 if args.memory_budget else None,
         style_max_side=args.style_max_side,
     )
-    job = {"input": _input_signature(args.input), "style": _file_digest(args.style),
-           "style_max_side": args.style_max_side, "model": _file_digest(model_path), "dtype": args.dtype}  # fmt: skip
+    job = {"input": _input_signature(args.input), "style": sha256_file(args.style),
+           "style_max_side": args.style_max_side, "model": sha256_file(model_path), "dtype": args.dtype}  # fmt: skip
     if not args.quiet:
         print(f"model: {model.family.name} ({model_path.name}) on {device}", file=sys.stderr)
     bar = _bar(args.quiet)
