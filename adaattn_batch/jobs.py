@@ -96,13 +96,21 @@ class FileHasher:
         return self.cache[key][2]
 
 
+def natural_key(name: str) -> tuple:
+    """``frame_2`` before ``frame_10``: runs of digits compare as numbers, the rest case-insensitively; ties
+    by the plain name. (The same rule as the engine's ``sorting.natural_key``: this client imports nothing of
+    the engine.)"""
+    parts = re.split(r"(\d+)", name)
+    return tuple((0, int(t), "") if i % 2 else (1, 0, t.casefold()) for i, t in enumerate(parts) if t), name
+
+
 def expand_images(paths: list[str | Path], what: str) -> list[Path]:
-    """Image files from files and folders (a folder's images in name order, not recursive)."""
+    """Image files from files and folders (a folder's images in natural name order, not recursive)."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             found = sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES),
-                           key=lambda f: f.name)  # fmt: skip
+                           key=lambda f: natural_key(f.name))  # fmt: skip
             if not found:
                 raise BatchError(f"{p}: no images in this {what} folder ({', '.join(IMAGE_SUFFIXES)})")
             out += found

@@ -12,7 +12,7 @@ from .attention import ATTENTION_KINDS, AttentionSpec, budget_for, resolve_atten
 from .color import COLOR_MODES
 from .model import Family
 from .sampling import Sampling
-from .tiling import check_tile, choose_tile, memory_limit
+from .tiling import check_tile, choose_tile, memory_limit, min_tile, untileable_bytes
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,22 @@ class StylizeOptions:
 
     def tile_for(self, height: int, width: int, family: Family, device: torch.device, batch: int = 1) -> int | None:
         """The tile size for a padded content of ``height x width`` (None: untiled)."""
+        if self.tile_size:
+            halo = min_tile(family.layers)
+            if self.tile_size < halo:
+                raise ValueError(
+                    f"tile size {self.tile_size} is smaller than the {halo}-pixel halo the {family.name} model needs "
+                    f"around each tile; use at least {halo} (or 0 to choose automatically)"
+                )
         if self.tile_size is not None:
             return self.tile_size or None
+        if self.memory_limit_bytes is not None:  # a limit the user set: what tiling cannot shrink must fit in it
+            kept = untileable_bytes(height, width, family.layers) * max(1, batch)
+            if kept > self.memory_limit_bytes:
+                raise ValueError(
+                    f"a {width}x{height} image needs {kept / 2**30:.2f} GiB for its features at the attention layers "
+                    f"even when tiled, over the memory limit of {self.memory_limit_bytes / 2**30:.2f} GiB; raise "
+                    "the limit or shrink the image"
+                )
         limit = self.memory_limit_bytes if self.memory_limit_bytes is not None else memory_limit(device)
         return choose_tile(height, width, family.layers, limit // max(1, batch))

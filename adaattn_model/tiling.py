@@ -79,6 +79,19 @@ def tiles(height: int, width: int, tile: int) -> Iterator[Box]:
             yield Box(y, min(height, y + tile), x, min(width, x + tile))
 
 
+def min_tile(family_layers: Sequence[str]) -> int:
+    """The smallest sensible tile for a family: its widest halo (a smaller tile is still exact, but
+    computes its halo many times over)."""
+    deepest = next(layer for layer in reversed(ATTENTION_LAYERS) if layer in family_layers)
+    return max(DECODER_HALO, ENCODER_HALO[deepest])
+
+
+def untileable_bytes(height: int, width: int, family_layers: Sequence[str], element_bytes: int = 4) -> int:
+    """What a tiled run still holds for the whole padded image: the features and keys at the
+    attention layers, and the input and output images."""
+    return (kept_elements(height * width, family_layers) + 2 * 3 * height * width) * element_bytes
+
+
 def check_tile(tile: int) -> int:
     """``tile`` itself when it is a legal tile size, else a one-line error."""
     if tile < ALIGN or tile % ALIGN:

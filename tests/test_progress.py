@@ -9,7 +9,7 @@ import comfy_stubs
 import pytest
 import torch
 from conftest import rand_images
-from test_nodes import as_image, comfy, load, node  # noqa: F401  (comfy is a fixture)
+from test_nodes import as_image, comfy, load, run  # noqa: F401  (comfy is a fixture)
 
 from adaattn_model import attention, banded
 from adaattn_model import progress as progress_module
@@ -310,15 +310,18 @@ def test_reserve_and_release_keep_the_bar_monotonic():
 # --- the frame node -----------------------------------------------------------------------------------
 
 
-FRAME_ARGS = (1.0, 0, "auto", 0.0, "exact", 0, 0.8, 0.5, 0.5, 2)
+FRAME_INPUTS = {"style_max_side": 0, "temporal_smoothing": 0.8, "change_threshold": 0.5, "shared_normalization": 0.5,
+                "frames_per_chunk": 2}  # fmt: skip
 
 
 def test_an_interrupt_inside_a_chunk_stops_the_frame_node_and_changes_nothing(comfy, small_steps, caplog):
     pack, host = comfy
     model = load(pack)
     frames, style = as_image(rand_images(6, 3, 32, 32, seed=9)), as_image(rand_images(1, 3, 32, 32, seed=10))
-    stylize = node(pack, "AdaAttNStylizeFrames")
-    fresh = node(pack, "AdaAttNStylizeFrames").stylize(model, frames, style, *FRAME_ARGS)[0]
+    def stylize():
+        return run(pack, "AdaAttNStylizeFrames", model=model, frames=frames, style=style, **FRAME_INPUTS)
+
+    fresh = stylize()
     reports = list(host.progress)
     assert_bar_sane(reports)
     assert len(reports) > 3 * 13  # the bar moves within chunks, not once per chunk
@@ -327,12 +330,12 @@ def test_an_interrupt_inside_a_chunk_stops_the_frame_node_and_changes_nothing(co
     host.progress.clear()
     host.interrupt_after = host.checks + checks_per_run // 2  # in the middle of the second of three chunks
     with caplog.at_level(logging.WARNING), pytest.raises(comfy_stubs.InterruptProcessingException):
-        stylize.stylize(model, frames, style, *FRAME_ARGS)
+        stylize()
     assert "out of memory" not in caplog.text  # an interrupt is never taken for an OOM and retried
     stopped_at = host.checks
     assert len(host.progress) < len(reports) * 3 // 4
 
     host.interrupt_after = None
-    again = stylize.stylize(model, frames, style, *FRAME_ARGS)[0]
+    again = stylize()
     assert host.checks > stopped_at
     assert torch.equal(again, fresh)

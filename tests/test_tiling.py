@@ -8,6 +8,7 @@ from adaattn_model import tiling
 from adaattn_model.adaattn import StyleSource
 from adaattn_model.attention import AttentionSpec
 from adaattn_model.functional import crop_padding, pad_to_multiple
+from adaattn_model.images import save_image
 from adaattn_model.pipeline import (
     Style,
     StylizeOptions,
@@ -23,7 +24,7 @@ from adaattn_model.sampling import Sampling
 CONTENT = rand_images(1, 3, 100, 135, seed=1)  # padded to 112 x 144: not a multiple of the tiles below
 
 
-def untiled_and_tiled(models, family, options, sources_of, region=None, tile=48, content=CONTENT):
+def untiled_and_tiled(models, family, options, sources_of, region=None, tile=48, content=CONTENT, stages=True):
     encoder, model = models["encoder"], models[family]
     sources = sources_of(encoder, model)
     with torch.no_grad():
@@ -37,6 +38,8 @@ def untiled_and_tiled(models, family, options, sources_of, region=None, tile=48,
             strength=options.alpha, budget_bytes=2**22, tile=tile, region=region,
         )  # fmt: skip
         got = crop_padding(got, pads)
+        if not stages:
+            return expected, got
         # the two tiled stages on their own: the encoding, and decoding untiled features
         assert_round_off(encoded.keys[model.family.layers[-1]], tiled.keys[model.family.layers[-1]])
         plain = stylize_features(model, encoded, sources, options, region=region)
@@ -107,7 +110,7 @@ def test_the_halo_is_what_makes_it_exact(models, monkeypatch):
     """A halo narrower than the image decoder's spoiled border is visibly wrong: the check can fail."""
     monkeypatch.setattr(tiling, "DECODER_HALO", 32)
     monkeypatch.setattr(tiling, "ENCODER_HALO", {"relu3_1": 16, "relu4_1": 32, "relu5_1": 64})
-    expected, got = untiled_and_tiled(models, "official-image", StylizeOptions(), one_style())
+    expected, got = untiled_and_tiled(models, "official-image", StylizeOptions(), one_style(), stages=False)
     assert (got - expected).abs().max().item() > 1e-3
 
 
@@ -164,3 +167,32 @@ def test_bad_tile_sizes_are_one_line_errors():
     for bad in (8, 40, -16):
         with pytest.raises(ValueError, match="tile size must be"):
             StylizeOptions(tile_size=bad)
+
+
+def test_a_tile_smaller_than_the_halo_and_an_image_over_the_users_limit_are_one_line_errors(models):
+    encoder, model = models["encoder"], models["official-image"]
+    style = rand_images(1, 3, 40, 40, seed=5)
+    with pytest.raises(ValueError, match="tile size 64 is smaller than the 80-pixel halo the official-image model"):
+        stylize(model, encoder, CONTENT, style, options=StylizeOptions(tile_size=64))
+    needed = tiling.untileable_bytes(112, 144, model.family.layers)
+    with pytest.raises(ValueError, match=r"a 144x112 image needs .* GiB .* even when tiled, over the memory limit"):
+        stylize(model, encoder, CONTENT, style, options=StylizeOptions(memory_limit_bytes=needed - 1))
+    stylize(model, encoder, CONTENT, style, options=StylizeOptions(memory_limit_bytes=needed))  # just fits
+
+
+def test_the_command_reports_bad_tiling_settings_in_one_line(release, capsys, tmp_path):
+    from adaattn_model.tools.cli import main
+
+    content, style = tmp_path / "c.png", tmp_path / "s.png"
+    save_image(CONTENT, content)
+    save_image(rand_images(1, 3, 40, 40, seed=5), style)
+    base = ["stylize", "--content", str(content), "--style", str(style), "-o", str(tmp_path / "o.png"), "--quiet",
+            "--encoder", str(release["out"] / "vgg_normalised.safetensors"),
+            "--model", str(release["out"] / "adain_decoder.safetensors"), "--device", "cpu"]  # fmt: skip
+    for extra, words in ((["--tile-size", "40"], "multiple of 16"), (["--tile-size", "32"], "48-pixel halo"),
+                         (["--memory-limit", "0"], "memory limit must be > 0")):  # fmt: skip
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+        assert not (tmp_path / "o.png").exists()
+    assert main([*base, "--tile-size", "48"]) == 0 and (tmp_path / "o.png").exists()

@@ -27,13 +27,17 @@ from ..metrics import (
     style_statistics,
     temporal_metrics,
 )
+from ..sorting import natural_key
 from ..vgg import VGGEncoder
 
 
 def images_in(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise ImageError(f"{folder}: no such folder")
-    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    found = sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+        key=lambda p: natural_key(p.name),
+    )
     if not found:
         raise ImageError(f"{folder}: no images in this folder")
     return found

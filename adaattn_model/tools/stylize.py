@@ -13,6 +13,7 @@ from ..images import IMAGE_SUFFIXES, ImageError, check_image_file, load_image, r
 from ..models_folder import default_models_dir, pick_family
 from ..pipeline import Style, StylizeOptions, Stylizer
 from ..sampling import Sampling
+from ..sorting import natural_key
 from ..weights import ENCODER, WeightsError, load_encoder, load_model, scan_folder
 
 
@@ -21,7 +22,10 @@ def expand_images(paths: Sequence[str], what: str) -> list[Path]:
     out: list[Path] = []
     for item in map(Path, paths):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found = sorted(
+                (p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                key=lambda p: natural_key(p.name),
+            )
             if not found:
                 raise ImageError(f"{item}: no images in this folder")
             out += found
@@ -146,7 +150,7 @@ def run_stylize(args) -> int:
         color=args.preserve_color,
         style_max_side=args.style_max_side,
         tile_size=args.tile_size,
-        memory_limit_bytes=args.memory_limit * 2**20 if args.memory_limit else None,
+        memory_limit_bytes=args.memory_limit * 2**20 if args.memory_limit is not None else None,
     )
     encoder_path, model_path = resolve_weights(args)
     stylizer = Stylizer(load_encoder(encoder_path, device, dtype), load_model(model_path, device, dtype))
