@@ -41,13 +41,14 @@ def node_table(tmp_path: Path) -> dict:
     _, modules = comfy_stubs.build(tmp_path / "stub_models")
     sys.modules.update(modules)
     try:
-        pack = comfy_stubs.import_pack()
+        comfy_stubs.import_pack()
+        registry = sys.modules[f"{comfy_stubs.PACK}.nodes.registry"]
         table = {}
-        for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
-            spec = cls.INPUT_TYPES()
+        for node_id, entry in registry.NODES.items():  # every row: a real ComfyUI 0.33 has the video API too
+            spec = entry.cls.INPUT_TYPES()
             advanced = {n for sec in ("required", "optional") for n, e in spec.get(sec, {}).items()
                         if len(e) > 1 and e[1].get("advanced")}  # fmt: skip
-            table[node_id] = (pack.NODE_DISPLAY_NAME_MAPPINGS[node_id], list(cls.SEARCH_ALIASES), advanced)
+            table[node_id] = (entry.title, list(entry.aliases), advanced)
         return table
     finally:
         for name in list(sys.modules):
