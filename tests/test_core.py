@@ -382,10 +382,9 @@ def test_one_cache_never_mixes_two_encoders(models):
     assert torch.equal(b, stylize(models["lite"], other, CONTENT, STYLE))
 
 
-def test_auto_dtype_is_float32_off_cuda_and_half_on_cuda():
+def test_auto_dtype_is_float32_off_cuda_and_float16_on_cuda():
     from adaattn_model.tools.stylize import resolve_dtype
 
     assert resolve_dtype("auto", torch.device("cpu")) is torch.float32
-    assert resolve_dtype("auto", torch.device("cuda"), bf16_supported=True) is torch.bfloat16
-    assert resolve_dtype("auto", torch.device("cuda"), bf16_supported=False) is torch.float16
-    assert resolve_dtype("float16", torch.device("cpu")) is torch.float16
+    assert resolve_dtype("auto", torch.device("cuda")) is torch.float16
+    assert resolve_dtype("bfloat16", torch.device("cpu")) is torch.bfloat16

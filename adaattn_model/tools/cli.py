@@ -79,7 +79,7 @@ def _add_stylize(sub) -> None:
                    help="shrink styles to this longer side; sets the texture scale (default 512, 0: keep)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     g.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto",
-                   help="weights/activations dtype (auto: bfloat16 or float16 on CUDA, float32 elsewhere); "
+                   help="weights/activations dtype (auto: float16 on CUDA, float32 elsewhere); "
                         "attention statistics stay float32")  # fmt: skip
     g.add_argument("--memory-budget", type=int, metavar="MB",
                    help="attention workspace (default: 256 on the CPU, a quarter of free GPU memory up to 4096)")

@@ -77,7 +77,7 @@ def add_parser(sub) -> None:
     )
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     g.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto",
-                   help="weights/activations dtype (auto: bfloat16 or float16 on CUDA, float32 elsewhere)")
+                   help="weights/activations dtype (auto: float16 on CUDA, float32 elsewhere)")
     g.add_argument("--memory-budget", type=int, metavar="MB", help="attention workspace")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
