@@ -413,10 +413,11 @@ def test_memory_is_flat_in_the_length_of_the_video(release, tmp_path):
     print(f"VmHWM (reset after start-up) at frame {marks[200]['frame']}: {marks[200]['hwm'] / 1024:.1f} MB, "
           f"at {marks[2000]['frame']}: {marks[2000]['hwm'] / 1024:.1f} MB; VmRSS {marks[200]['rss'] / 1024:.1f} MB, "
           f"{marks[2000]['rss'] / 1024:.1f} MB")  # fmt: skip
-    # The peak wanders by a few MB with the allocator (measured: +5.6 MB from frame 200 to 2000, VmRSS +1.7 MB);
-    # a deliberate leak of one float frame per frame (33 MB in all) measured +23 MB and +7.5 MB.
+    # The peak wanders by a few MB with the allocator (measured: +5.6 MB and +3.2 MB from frame 200 to 2000); a
+    # deliberate leak of one float frame per frame (33 MB in all) measured +23 MB. The resident size itself moves
+    # both ways by about 10 MB between samples (seen: 686, 670, 681 MB at frames 16, 200, 2000), so it is printed,
+    # not asserted: the peak is the measure that cannot go down.
     assert growth_mb < 10.0, marks
-    assert (marks[2000]["rss"] - marks[200]["rss"]) / 1024 < 4.0, marks
 
 
 # --- scene cuts ----------------------------------------------------------------------------------
