@@ -34,7 +34,7 @@ from .attention import (
 )
 from .features import EncodedImage
 from .functional import batch_item, mean_variance_norm, reflect_pad
-from .progress import Progress
+from .progress import Progress, expect, step
 from .sampling import Sampling
 
 BLEND_MODES = ("mix", "match")
@@ -287,10 +287,12 @@ def adaattn_layer(
     nothing. See :func:`attention_statistics` for the sources, ``blend`` and ``progress``.
     """
     _check_map(region, content.size, content.batch, "content mask")
+    expect(progress, 1)
     stats = attention_statistics(
         layer, content, sources, projections=projections, spec=spec, sampling=sampling, max_sample=max_sample,
         blend=blend, budget_bytes=budget_bytes, progress=progress,
     )  # fmt: skip
+    step(progress)  # the statistics are whole-layer passes after the kernel's last block; so is applying them
     return apply_statistics(
         content.features[layer], stats, strength=strength, region=region, pads=content.pads, incoming=incoming
     )

@@ -37,13 +37,20 @@ def band_count(rows: int, row_work: int, device: torch.device, multiple: int = 1
 
 
 def conv_row_work(x_shape: tuple[int, ...], out_channels: int, kernel: int = 3) -> int:
+    """Multiply-adds of one output row, plus its memory traffic (the input row read, the output row
+    written): a conv with few channels (conv1_1 both ways) is bound by memory, not by arithmetic."""
     n, c, _, w = x_shape
-    return n * w * c * out_channels * kernel * kernel
+    return n * w * (c * out_channels * kernel * kernel + (c + out_channels) * ELEMENT_WORK)
 
 
-def map_row_work(x_shape: tuple[int, ...]) -> int:
+def map_row_work(x_shape: tuple[int, ...], written_per_read: float = 1.0) -> int:
+    """Memory traffic of one input row of a map-like layer that writes ``written_per_read`` elements
+    per element it reads (a 2x2 pool: 1/4, a 2x upsampling: 4)."""
     n, c, _, w = x_shape
-    return n * c * w * ELEMENT_WORK
+    return int(n * c * w * (1 + written_per_read) * ELEMENT_WORK)
+
+
+POOL_WRITES, UPSAMPLE_WRITES = 0.25, 4.0
 
 
 def _empty_rows(like: Tensor, rows: int) -> Tensor:
@@ -62,13 +69,14 @@ def conv3x3(conv: nn.Conv2d, x: Tensor, *, relu: bool = True, progress: Progress
         y = F.relu(y) if relu else y
         step(progress)
         return y
-    # Pad once as the conv itself would (the same copy an unsplit conv makes), then run row slices of it:
-    # slices are views that keep the padded map's memory layout (channels_last for loaded weights).
-    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    # Each band takes its rows with one neighbour row each side (reflected at the image's top and bottom
+    # edges, as the conv pads): the same input the whole layer's padded map gives those rows, without
+    # copying the whole map at once (a 2K map is a GiB). Pads keep the map's memory layout.
     out = None
     for start in range(0, h, per):
         stop = min(h, start + per)
-        y = F.conv2d(padded[:, :, start : stop + 2], conv.weight, conv.bias)
+        rows = x[:, :, max(0, start - 1) : min(h, stop + 1)]
+        y = F.conv2d(F.pad(rows, (1, 1, int(start == 0), int(stop == h)), mode="reflect"), conv.weight, conv.bias)
         if out is None:
             out = _empty_rows(y, h)
         out[:, :, start:stop] = y.relu_() if relu else y
@@ -77,10 +85,10 @@ def conv3x3(conv: nn.Conv2d, x: Tensor, *, relu: bool = True, progress: Progress
 
 
 def _row_map(x: Tensor, fn: Callable[[Tensor], Tensor], out_rows: Callable[[int], int], multiple: int,
-             progress: Progress | None) -> Tensor:  # fmt: skip
+             writes: float, progress: Progress | None) -> Tensor:  # fmt: skip
     """``fn`` over bands of rows, for maps where output row r depends on input rows of its band only."""
     h = x.shape[2]
-    per = h if progress is None else rows_per_band(h, map_row_work(x.shape), x.device, multiple)
+    per = h if progress is None else rows_per_band(h, map_row_work(x.shape, writes), x.device, multiple)
     if per >= h:
         y = fn(x)
         step(progress)
@@ -98,14 +106,22 @@ def _row_map(x: Tensor, fn: Callable[[Tensor], Tensor], out_rows: Callable[[int]
 
 def max_pool2(x: Tensor, progress: Progress | None = None) -> Tensor:
     """2x2 max pooling, stride 2, ceil mode (VGG's), in bands of an even number of rows."""
-    return _row_map(x, lambda t: F.max_pool2d(t, 2, 2, ceil_mode=True), lambda r: (r + 1) // 2, 2, progress)
+    return _row_map(x, _pool, lambda r: (r + 1) // 2, 2, POOL_WRITES, progress)
 
 
 def upsample2(x: Tensor, progress: Progress | None = None) -> Tensor:
     """Nearest x2 upsampling, in bands."""
-    return _row_map(x, lambda t: F.interpolate(t, scale_factor=2, mode="nearest"), lambda r: 2 * r, 1, progress)
+    return _row_map(x, _upsample, lambda r: 2 * r, 1, UPSAMPLE_WRITES, progress)
+
+
+def _pool(x: Tensor) -> Tensor:
+    return F.max_pool2d(x, 2, 2, ceil_mode=True)
+
+
+def _upsample(x: Tensor) -> Tensor:
+    return F.interpolate(x, scale_factor=2, mode="nearest")
 
 
 def pointwise(fn: Callable[[Tensor], Tensor], x: Tensor, progress: Progress | None = None) -> Tensor:
     """A per-pixel layer (a 1x1 conv), in bands."""
-    return _row_map(x, fn, lambda r: r, 1, progress)
+    return _row_map(x, fn, lambda r: r, 1, 1.0, progress)

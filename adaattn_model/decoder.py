@@ -81,7 +81,7 @@ class Decoder(nn.Module):
             ops = ops[1:]
         for item in ops:
             if item == "up":
-                units += banded.band_count(h, banded.map_row_work((n, c, h, w)), device)
+                units += banded.band_count(h, banded.map_row_work((n, c, h, w), banded.UPSAMPLE_WRITES), device)
                 h, w = 2 * h, 2 * w
                 continue
             if item[0] == "conv3_4":

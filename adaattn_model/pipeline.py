@@ -140,7 +140,7 @@ def _encoded(
     def run() -> EncodedImage:
         if role == "content":
             return encode_content(encoder, image, layers, tile=tile, progress=progress)
-        return encode_style(encoder, image, layers)
+        return encode_style(encoder, image, layers, progress=progress)
 
     if cache is None:
         return run()
@@ -200,7 +200,7 @@ def stylize(
                     style = _rows(image, start, stop).to(device=device, dtype=torch.float32)
                     if match:  # the recoloured style depends on the content
                         style = match_color(style.expand(rgb.shape[0], -1, -1, -1), rgb)
-                    style_code = _encoded(cache, "style", style.to(dtype), encoder, family_layers)
+                    style_code = _encoded(cache, "style", style.to(dtype), encoder, family_layers, progress=progress)
                     if not per_chunk[k]:
                         shared[k] = style_code
                     step(progress)
@@ -259,6 +259,7 @@ def style_sources(
             if s.image.shape[0] != 1:
                 raise ValueError(f"style {k + 1} has a batch of {s.image.shape[0]}; the frame path takes one image")
             image = resize_max_side(s.image, options.style_max_side).to(device=device, dtype=dtype)
-            out.append(StyleSource(_encoded(cache, "style", image, encoder, model.family.layers), s.weight, s.region))
+            code = _encoded(cache, "style", image, encoder, model.family.layers, progress=progress)
+            out.append(StyleSource(code, s.weight, s.region))
             step(progress)
     return out

@@ -90,14 +90,18 @@ def release(progress: Progress | None) -> None:
         progress.release()
 
 
-# How much work one step may hold on a CPU when someone listens: multiply-adds (or element
-# reads weighted by ELEMENT_WORK). Above it, convolutions run in bands of rows and attention
-# in blocks of fewer rows, so the bar moves and a cancel is seen within about a second even
-# for a 2K image. Each band or block computes exactly what the whole would, so results do
-# not change. Without a listener nothing is split (splitting costs some speed). GPUs run one
-# step per layer or memory-sized block: they finish those in milliseconds.
-CPU_STEP_WORK = 2**33
-ELEMENT_WORK = 64  # a memory-bound element (pool, upsample, copy) costs about as much as 64 multiply-adds
+# How much work one step may hold on a CPU when someone listens: multiply-adds plus memory traffic
+# (each element read or written weighted by ELEMENT_WORK). Above it, convolutions run in bands of
+# rows and attention in blocks of fewer rows, so the bar moves and a cancel is seen within about a
+# second even for a 2K image. Calibrated on a 2-core AVX-512 CPU (benchmarks/bench_progress.py):
+# 3x3 convs run at about 42 G multiply-adds/s, and an element of a pool, an upsampling or a conv
+# with few channels (conv1_1 either way) costs 100-200 multiply-adds; 2**34 units is then about
+# 0.4 s alone on the machine. Each band or block computes exactly what the whole would, so results
+# do not change. Without a listener nothing is split (splitting copies each band into the output,
+# which costs some speed). GPUs run one step per layer or memory-sized block: they finish those in
+# milliseconds.
+CPU_STEP_WORK = 2**34
+ELEMENT_WORK = 256
 
 
 def step_work(device_type: str) -> int | None:

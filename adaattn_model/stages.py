@@ -75,11 +75,14 @@ def upscale_tiny(images: Tensor, min_side: int = STYLE_MIN_SIDE) -> Tensor:
     return F.interpolate(images, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
-def encode_style(encoder: VGGEncoder, images: Tensor, layers: Sequence[str]) -> EncodedImage:
-    """Encode style images [N,3,H,W] at ``layers`` (tiny ones upsampled first)."""
+def encode_style(
+    encoder: VGGEncoder, images: Tensor, layers: Sequence[str], *, progress: Progress | None = None
+) -> EncodedImage:
+    """Encode style images [N,3,H,W] at ``layers`` (tiny ones upsampled first); ``progress`` as in
+    :func:`~adaattn_model.features.encode`."""
     check_images(images, "style")
     device, dtype = model_placement(encoder)
-    return encode(encoder, upscale_tiny(images.to(device=device, dtype=dtype)), layers)
+    return encode(encoder, upscale_tiny(images.to(device=device, dtype=dtype)), layers, progress=progress)
 
 
 def chosen_layers(model: AdaAttNModel, options: StylizeOptions) -> tuple[tuple[str, ...], AttentionSpec]:

@@ -215,7 +215,7 @@ def stylize_decode_tiled(
     source_regions = [_pad_map(s.region, pads) for s in sources]
     out = ref.new_empty(ref.shape[0], 3, height, width)
     boxes = list(tiles(height, width, tile))
-    expect(progress, len(boxes) * (len(layers) + 1))
+    expect(progress, len(boxes) * (2 * len(layers) + 1))
     for box in boxes:
         inner = box.grow(DECODER_HALO, height, width)
         rows, cols = inner.within(full)
@@ -233,6 +233,7 @@ def stylize_decode_tiled(
                 layer, part, part_sources, projections=model.projections(layer), spec=spec, sampling=sampling,
                 max_sample=model.family.max_sample[layer], blend=blend, budget_bytes=budget_bytes, progress=progress,
             )  # fmt: skip
+            step(progress)  # the statistics and their application are each a pass over the tile's layer
             features[layer] = apply_statistics(
                 part.features[layer], stats, strength=strength, region=part_region, normalization=normalization[layer]
             )
@@ -268,7 +269,7 @@ CPU_MEMORY_LIMIT = 2 * 2**30
 
 def memory_limit(device: torch.device, free_bytes: int | None = None) -> int:
     """Activation memory an untiled run may take before tiling turns on: on a GPU half of its
-    free memory, elsewhere 2 GiB (a 2048x2048 lite run stays untiled; 4K and 8K tile)."""
+    free memory, elsewhere 2 GiB (a 1024x1024 run stays untiled; 2048x2048 and larger tile)."""
     if device.type != "cuda":
         return CPU_MEMORY_LIMIT
     if free_bytes is None:

@@ -87,7 +87,7 @@ class VGGEncoder(nn.Module):
         for tap, ops in STAGES.items():
             for op in ops:
                 if op == "pool":
-                    units += banded.band_count(h, banded.map_row_work((n, c, h, w)), device, 2)
+                    units += banded.band_count(h, banded.map_row_work((n, c, h, w), banded.POOL_WRITES), device, 2)
                     h, w = (h + 1) // 2, (w + 1) // 2
                 elif op == "preprocess":
                     units += banded.band_count(h, banded.map_row_work((n, c, h, w)), device)
