@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 import zipfile
@@ -134,6 +135,54 @@ def test_python_dash_m_entry_point(tmp_path):
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().endswith("nope.safetensors: no such file")
+
+
+def test_stylize_drives_its_bar_from_engine_steps(models_dir, tmp_path, monkeypatch):
+    """The bar counts the engine's steps (stages, row bands, attention blocks), not whole images, and ends
+    full; with --quiet the listener is still given (it is what lets Ctrl-C in between steps)."""
+    from adaattn_model.pipeline import Stylizer
+
+    seen = []
+    original = Stylizer.stylize
+
+    def recording(self, content, styles, **kwargs):
+        seen.append(kwargs["progress"])
+        return original(self, content, styles, **kwargs)
+
+    monkeypatch.setattr(Stylizer, "stylize", recording)
+    for quiet in ([], ["--quiet"]):
+        seen.clear()
+        assert cli("stylize", "--content", CONTENT, "--style", STYLE, "-o", tmp_path / "out.png", "--models",
+                   models_dir, "--family", "lite", "--max-side", 96, "--style-max-side", 64, *quiet) == 0  # fmt: skip
+        [progress] = seen
+        assert progress is not None and progress.done == progress.total
+        assert progress.total >= 10  # the VGG layers alone are 10 steps to relu4_1
+
+
+def test_ctrl_c_stops_stylize_and_writes_nothing(models_dir, tmp_path):
+    """SIGINT while a large image is being stylised: exit 130, one line, no output file and no temporary
+    left beside where it would have gone."""
+    content = tmp_path / "big.png"
+    noise = np.random.default_rng(0).integers(0, 256, (1536, 1536, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(content)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adaattn_model", "stylize", "--content", str(content), "--style", str(STYLE),
+         "-o", str(out_dir / "big_result.png"), "--models", str(models_dir), "--family", "lite",
+         "--sampling", "exact"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines = []
+    for line in proc.stderr:  # the command says which model it loaded just before the work starts
+        lines.append(line)
+        if line.startswith("model:"):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=300)
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert rest.strip().splitlines()[-1] == "interrupted"
+    assert list(out_dir.iterdir()) == []
 
 
 # --- fetch ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from ..pipeline import Style, StylizeOptions, Stylizer
 from ..sampling import Sampling
 from ..sorting import natural_key
 from ..weights import ENCODER, WeightsError, load_encoder, load_model, scan_folder
+from .progress_bar import EngineBar
 
 
 def expand_images(paths: Sequence[str], what: str) -> list[Path]:
@@ -154,10 +155,10 @@ def run_stylize(args) -> int:
     weights = args.style_weights or [1.0] * len(styles)
     if not args.quiet:
         print(f"model: {stylizer.model.family.name} ({model_path.name}) on {device}", file=sys.stderr)
-    progress = _progress(len(jobs), args.quiet)
+    bar = EngineBar(args.quiet)
     loaded: dict[Path, torch.Tensor] = {}  # each style file read once; its encoding is cached by the core
     with torch.inference_mode():
-        for job in jobs:
+        for index, job in enumerate(jobs, 1):
             content, alpha = load_image(job.content)
             content = resize_max_side(content, args.max_side)
             if alpha is not None:
@@ -166,17 +167,13 @@ def run_stylize(args) -> int:
                 if path not in loaded:
                     loaded[path] = load_image(path)[0]
             group = [Style(loaded[path], w) for path, w in zip(job.styles, weights if len(job.styles) > 1 else [1.0])]
-            result = stylizer.stylize(content, group, options=options, output_device="cpu")
+            if len(jobs) > 1:
+                bar.describe(f"image {index}/{len(jobs)}")
+            result = stylizer.stylize(content, group, options=options, output_device="cpu", progress=bar.progress)
             save_image(result.clamp(0, 1), job.output, alpha)
-            progress.update(1)
-    progress.close()
+    bar.close()
     if not args.quiet:
         where = jobs[0].output if len(jobs) == 1 else jobs[0].output.parent
         print(f"wrote {len(jobs)} image(s) to {where}", file=sys.stderr)
     return 0
 
-
-def _progress(total: int, quiet: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="image", disable=quiet or total < 2, file=sys.stderr)

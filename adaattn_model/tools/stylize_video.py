@@ -94,11 +94,11 @@ def run_stylize_video(args) -> int:
     from ..frames import Stabilizer
     from ..images import check_image_file, load_image
     from ..pipeline import StylizeOptions, style_sources
-    from ..progress import Progress
     from ..sampling import Sampling
     from ..video_io import VideoError, container_format, open_reader, require_av
     from ..video_stream import stylize_video
     from ..weights import load_encoder, load_model
+    from .progress_bar import EngineBar
     from .stylize import resolve_device, resolve_dtype, resolve_weights
 
     if not 0.0 <= args.alpha <= 1.0:
@@ -134,18 +134,12 @@ def run_stylize_video(args) -> int:
            "style_max_side": args.style_max_side, "model": sha256_file(model_path), "dtype": args.dtype}  # fmt: skip
     if not args.quiet:
         print(f"model: {model.family.name} ({model_path.name}) on {device}", file=sys.stderr)
-    bar = _bar(args.quiet)
+    bar = EngineBar(args.quiet)
     with torch.inference_mode():
-        sources = style_sources(model, encoder, load_image(args.style)[0], options)
-
-        def report(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
+        sources = style_sources(model, encoder, load_image(args.style)[0], options, progress=bar.progress)
         result = stylize_video(model, encoder, args.input, args.output, sources, options, stabilizer,
                                chunk=args.chunk, segment_frames=args.segment, max_side=args.max_side, crf=args.crf,
-                               frame_rate=args.fps, resume=args.resume, job=job, progress=Progress(report))  # fmt: skip
+                               frame_rate=args.fps, resume=args.resume, job=job, progress=bar.progress)  # fmt: skip
     bar.close()
     if not args.quiet:
         resumed = f", {result.resumed_from} from the earlier run" if result.resumed_from else ""
@@ -153,8 +147,3 @@ def run_stylize_video(args) -> int:
               f"audio {result.audio}", file=sys.stderr)  # fmt: skip
     return 0
 
-
-def _bar(quiet: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=0, unit="frame", disable=quiet, file=sys.stderr)
