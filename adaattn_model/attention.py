@@ -135,6 +135,26 @@ def chunk_shape(rows: int, cols: int, budget_bytes: int) -> tuple[int, int]:
     return r, max(1, elems // r)
 
 
+def block_shape(
+    rows: int, cols: int, budget_bytes: int, logit_work: int, listening: bool, device_type: str
+) -> tuple[int, int]:
+    """Rows and style columns of one block of the chunked kernel: what fits ``budget_bytes``, and with a
+    listener on a CPU no more rows than :func:`~adaattn_model.progress.step_work` allows for logits costing
+    ``logit_work`` multiply-adds each."""
+    block_rows, block_cols = chunk_shape(rows, cols, max(int(budget_bytes), MIN_BUDGET_BYTES))
+    limit = step_work(device_type) if listening else None
+    if limit is not None:  # fewer rows per block for a listener (rows only: the same sums, bitwise)
+        block_rows = min(block_rows, max(MIN_ROWS, limit // (min(block_cols, cols) * logit_work)))
+    return block_rows, block_cols
+
+
+def planned_blocks(rows: int, bank_cols: Sequence[int], budget_bytes: int, logit_work: int, device_type: str) -> int:
+    """Progress steps of :func:`attended_moments` (with a listener, no out-of-memory retry) for ``rows``
+    query rows against banks of ``bank_cols`` style positions."""
+    block_rows, block_cols = block_shape(rows, max(bank_cols), budget_bytes, logit_work, True, device_type)
+    return -(-rows // block_rows) * sum(-(-cols // block_cols) for cols in bank_cols)
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """True for an allocator failure on any device (CUDA OOM or a CPU allocation error)."""
     if isinstance(error, torch.OutOfMemoryError):
@@ -189,13 +209,10 @@ def attended_moments(
     max_cols = max(bank.keys.shape[0] for bank in banks)
     out = torch.empty(n_rows, banks[0].values.shape[1], device=query.device, dtype=torch.float32)
     budget = max(int(budget_bytes), MIN_BUDGET_BYTES)
-    limit = step_work(query.device.type) if progress is not None else None
     work = query.shape[1] + banks[0].values.shape[1]  # multiply-adds per logit: q.k, weights x [v, v**2]
     start, workspace, planned = 0, None, 0
     while start < n_rows:
-        rows, cols = chunk_shape(n_rows - start, max_cols, budget)
-        if limit is not None:  # fewer rows per block for a listener (rows only: the same sums, bitwise)
-            rows = min(rows, max(MIN_ROWS, limit // (min(cols, max_cols) * work)))
+        rows, cols = block_shape(n_rows - start, max_cols, budget, work, progress is not None, query.device.type)
         stop = start + rows
         if progress is not None:  # announce the blocks still to come at this block size (more after an OOM)
             blocks = -(-(n_rows - start) // rows) * sum(-(-bank.keys.shape[0] // cols) for bank in banks)

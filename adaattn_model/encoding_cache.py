@@ -62,6 +62,10 @@ class EncodingCache:
         self._items.clear()
         self.bytes = 0
 
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether ``key`` is held (no hit is counted, nothing moves)."""
+        return key in self._items
+
     def get(self, key: Hashable) -> EncodedImage | None:
         item = self._items.get(key)
         if item is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
 from .adaattn import AttentionProjections
@@ -98,6 +99,16 @@ class AdaAttNModel(nn.Module):
             supported = ", ".join(self.family.layers)
             raise ValueError(f"the {self.family.name} model cannot stylise {layer}; it uses {supported}")
         return self.attention[layer] if self.family.learned else None
+
+    def decode_units(self, batch: int, height: int, width: int, device: torch.device) -> int:
+        """Progress steps of :meth:`decode` for a padded image of ``height x width`` on ``device``."""
+        start = self.family.decoder_start
+        units = 0
+        if self.family.fusion:
+            units += self.fusion.units((batch, 512, height // 8, width // 8), device)
+            start = "relu4_1"
+        scale, channels = (8, 512) if start == "relu4_1" else (4, 256)
+        return units + self.decoder.units((batch, channels, height // scale, width // scale), device)
 
     def decode(self, features: Mapping[str, Tensor], *, progress: Progress | None = None) -> Tensor:
         """RGB images [N,3,H,W] (unclamped) from the features at the family's layers.

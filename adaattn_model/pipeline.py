@@ -26,6 +26,7 @@ from .adaattn import StyleSource
 from .color import match_color, preserve_luminance
 from .encoding_cache import DEFAULT_CACHE_BYTES, EncodingCache
 from .features import EncodedImage
+from .forecast import encode_units, stylize_units
 from .functional import crop_padding, padded_size
 from .images import resize_max_side
 from .model import AdaAttNModel
@@ -124,8 +125,13 @@ def _check_inputs(content: Tensor, styles: list[Style], mask: Tensor | None) -> 
             raise ValueError(f"{what} has shape {list(m.shape)}; expected [1 or {n}, {size[0]}, {size[1]}]")
 
 
+def _key(cache: EncodingCache | None, role: str, image: Tensor, encoder: VGGEncoder, layers) -> tuple | None:
+    return None if cache is None else cache.key(role, image, layers, encoder)
+
+
 def _encoded(
     cache: EncodingCache | None,
+    key: tuple | None,
     role: str,
     image: Tensor,
     encoder: VGGEncoder,
@@ -134,8 +140,8 @@ def _encoded(
     progress: Progress | None = None,
 ) -> EncodedImage:
     """``image`` (on the encoder's device and dtype) encoded as content (in tiles of ``tile``
-    pixels when given) or style, through ``cache``. Tiled and untiled encodings are the same
-    encoding, so they share a key."""
+    pixels when given) or style, through ``cache`` under ``key``. Tiled and untiled encodings
+    are the same encoding, so they share a key."""
 
     def run() -> EncodedImage:
         if role == "content":
@@ -144,7 +150,11 @@ def _encoded(
 
     if cache is None:
         return run()
-    return cache.get_or_encode(cache.key(role, image, layers, encoder), run)
+    return cache.get_or_encode(key, run)
+
+
+def _cached(cache: EncodingCache | None, key: tuple | None) -> bool:
+    return cache is not None and key in cache
 
 
 def stylize(
@@ -193,23 +203,42 @@ def stylize(
         for start in range(0, total, chunk):
             stop = min(total, start + chunk)
             rgb = content[start:stop].to(device=device, dtype=torch.float32)
-            sources = []
-            for k, (s, image) in enumerate(zip(styles, images)):
-                style_code = shared.get(k)
-                if style_code is None:
+            to_encode = {}  # style index -> (the image as the encoder takes it, its cache key)
+            for k, image in enumerate(images):
+                if k not in shared:
                     style = _rows(image, start, stop).to(device=device, dtype=torch.float32)
                     if match:  # the recoloured style depends on the content
                         style = match_color(style.expand(rgb.shape[0], -1, -1, -1), rgb)
-                    style_code = _encoded(cache, "style", style.to(dtype), encoder, family_layers, progress=progress)
+                    style = style.to(dtype)
+                    to_encode[k] = style, _key(cache, "style", style, encoder, family_layers)
+            height, width = (padded_size(n, SIZE_MULTIPLE, MIN_SIZE) for n in rgb.shape[-2:])
+            tile = options.tile_for(height, width, model.family, device, batch=rgb.shape[0])
+            content_image = rgb.to(dtype)
+            content_key = _key(cache, "content", content_image, encoder, family_layers)
+            if progress is not None:  # the stages' own steps, so the bar's total is right from here on
+                before = progress.reserved
+                progress.reserve(
+                    stylize_units(model, (height, width), rgb.shape[0], layers,
+                                  [tuple(upscale_tiny(im).shape[-2:]) for im in images], options.sampling,
+                                  options.blend, options.budget(device), tile, device)
+                    + sum(encode_units(encoder, tuple(upscale_tiny(im).shape), family_layers, None, device)
+                          for im, key in to_encode.values() if not _cached(cache, key))
+                    + (0 if _cached(cache, content_key) else
+                       encode_units(encoder, (rgb.shape[0], 3, height, width), family_layers, tile, device))
+                )  # fmt: skip
+            sources = []
+            for k, s in enumerate(styles):
+                style_code = shared.get(k)
+                if style_code is None:
+                    image, key = to_encode[k]
+                    style_code = _encoded(cache, key, "style", image, encoder, family_layers, progress=progress)
                     if not per_chunk[k]:
                         shared[k] = style_code
                     step(progress)
                 sources.append(StyleSource(style_code, s.weight, _rows(s.region, start, stop)))
             if match:
                 step(progress)  # the colour step: styles recoloured to this chunk's contents
-            height, width = (padded_size(n, SIZE_MULTIPLE, MIN_SIZE) for n in rgb.shape[-2:])
-            tile = options.tile_for(height, width, model.family, device, batch=rgb.shape[0])
-            encoded = _encoded(cache, "content", rgb.to(dtype), encoder, family_layers, tile, progress)
+            encoded = _encoded(cache, content_key, "content", content_image, encoder, family_layers, tile, progress)
             step(progress)
             region = _rows(mask, start, stop)
             if tile is None:
@@ -230,6 +259,8 @@ def stylize(
             if options.color == "luminance":
                 out = preserve_luminance(out.clamp(0, 1), rgb)
                 step(progress)
+            if progress is not None and progress.reserved > before:  # a forecast that was too high
+                progress.release(progress.reserved - before)
             outputs.append(out if output_device is None else out.to(output_device))
             if callback is not None:
                 callback(stop, total)
@@ -259,7 +290,8 @@ def style_sources(
             if s.image.shape[0] != 1:
                 raise ValueError(f"style {k + 1} has a batch of {s.image.shape[0]}; the frame path takes one image")
             image = resize_max_side(s.image, options.style_max_side).to(device=device, dtype=dtype)
-            code = _encoded(cache, "style", image, encoder, model.family.layers, progress=progress)
+            key = _key(cache, "style", image, encoder, model.family.layers)
+            code = _encoded(cache, key, "style", image, encoder, model.family.layers, progress=progress)
             out.append(StyleSource(code, s.weight, s.region))
             step(progress)
     return out

@@ -43,11 +43,17 @@ class Progress:
         self._reserved += units
         self.total += units
 
-    def release(self) -> None:
-        """Count what was reserved and never expected as done (a forecast that was too high), so the
-        bar ends at its total; done and total never go down."""
-        if self._reserved:
-            units, self._reserved = self._reserved, 0
+    @property
+    def reserved(self) -> int:
+        """Units reserved and not yet expected by a stage."""
+        return self._reserved
+
+    def release(self, units: int | None = None) -> None:
+        """Count ``units`` (default: all) of what was reserved and never expected as done (a forecast
+        that was too high), so the bar ends at its total; done and total never go down."""
+        units = self._reserved if units is None else max(0, min(int(units), self._reserved))
+        if units:
+            self._reserved -= units
             self.done += units
             if self._report is not None:
                 self._report(self.done, max(self.total, self.done))

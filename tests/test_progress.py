@@ -4,6 +4,7 @@ that a cancel leaves nothing changed, and that a listener never changes a result
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import comfy_stubs
 import pytest
@@ -17,8 +18,9 @@ from adaattn_model.adaattn import StyleSource
 from adaattn_model.attention import AttentionSpec, attended_moments, make_bank, prepare_query
 from adaattn_model.features import encode
 from adaattn_model.frames import FrameState, Stabilizer, stylize_frames
-from adaattn_model.pipeline import StylizeOptions, encode_style
+from adaattn_model.pipeline import Style, StylizeOptions, Stylizer, encode_style
 from adaattn_model.progress import Progress
+from adaattn_model.sampling import Sampling
 
 OPTIONS = StylizeOptions(attention=AttentionSpec("cosine_softmax", 0.05))
 STAB = Stabilizer(temporal_smoothing=0.8, shared_normalization=0.5)
@@ -339,3 +341,35 @@ def test_an_interrupt_inside_a_chunk_stops_the_frame_node_and_changes_nothing(co
     again = stylize()
     assert host.checks > stopped_at
     assert torch.equal(again, fresh)
+
+
+# --- the bar's total is known before the work starts ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "family, options, tile",
+    [
+        ("lite", OPTIONS, 0),
+        ("lite", StylizeOptions(blend="mix"), 48),
+        ("official-image", StylizeOptions(blend="match"), 0),
+        ("official-image", StylizeOptions(sampling=Sampling("official", 1)), 80),
+        ("official-video", StylizeOptions(), 48),
+    ],
+)
+def test_the_core_announces_its_whole_total_before_the_first_step(models, small_steps, monkeypatch, family, options,
+                                                                   tile):
+    """From the first report on the total does not change, for bands, tiles, blends and sampling, also
+    when a re-run finds the encodings in the cache; the bar ends full. (Tiles smaller than the 144x160
+    content: their halos cross tile borders, so the tiles grow by different amounts.)"""
+    stylizer = Stylizer(models["encoder"], models[family])
+    content = rand_images(1, 3, 144, 160, seed=1)
+    styles = [Style(rand_images(1, 3, 48, 40, seed=2)), Style(rand_images(1, 3, 24, 56, seed=3), 0.5)]
+    options = replace(options, tile_size=tile)
+    for _ in range(2):  # the second run takes both encodings from the cache
+        listener, released = Listener(), []
+        monkeypatch.setattr(Progress, "release", lambda self, units=None: released.append(units))
+        stylizer.stylize(content, styles, options=options, progress=listener.progress())
+        assert_bar_sane(listener.reports)
+        assert {total for _, total in listener.reports} == {listener.reports[0][1]}
+        assert released == []  # the forecast was exact: nothing left over to count as done at the end
+    assert stylizer.cache.hits == 3
