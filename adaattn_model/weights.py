@@ -135,11 +135,19 @@ def _load_module(path: str | os.PathLike, want: tuple[str, ...], device, dtype) 
     if kind not in want:
         wanted = " or ".join(want)
         raise WeightsError(f"{path}: holds {kind} weights, but {wanted} weights are needed here")
-    module = build(kind)
-    module.load_state_dict(tensors, strict=True)
-    # channels_last conv weights run the oneDNN/cuDNN convs faster (about 20% on CPU)
-    module.to(device=device, dtype=dtype, memory_format=torch.channels_last)
+    with torch.device("meta"):  # no random initialisation of weights about to be replaced
+        module = build(kind)
+    # The file's tensors become the parameters (no second copy); channels_last conv weights run the
+    # oneDNN/cuDNN convs faster (about 20% on CPU).
+    placed = {name: _placed(t, device, dtype) for name, t in tensors.items()}
+    del tensors
+    module.load_state_dict(placed, strict=True, assign=True)
     return module.eval().requires_grad_(False)
+
+
+def _placed(t: Tensor, device, dtype) -> Tensor:
+    fmt = torch.channels_last if t.ndim == 4 else torch.contiguous_format
+    return t.to(device=device, dtype=dtype, memory_format=fmt)
 
 
 def load_encoder(
