@@ -1,6 +1,7 @@
 """Seconds and peak memory per image: the engine vs the plain materialised reference.
 
     python benchmarks/bench_engine.py                      # CPU, 256/512/1024 (+2048 engine, official)
+    python benchmarks/bench_engine.py --sizes 512 1024 --whole-only
     python benchmarks/bench_engine.py --device cuda --sizes 512 1024 2048
     python benchmarks/bench_engine.py --json results.json
 
@@ -13,6 +14,13 @@ peak RSS (including ~0.4 GB of Python, torch and weights), CUDA memory is the pe
 torch's allocator. Times are medians over --repeat runs after one warm-up run (sizes up
 to 512) or single runs (larger sizes). Configurations whose materialised attention
 would not fit in memory are reported, not run.
+
+The second table is the whole process, as a user runs it: for the engine the command
+``python -m adaattn_model stylize`` on PNG files (imports, weights from safetensors, image
+I/O, stylisation, writing the result), for the reference a script that does the same around
+the materialised computation (the released ``.pth`` files through ``torch.load(weights_only=True)``,
+PIL in and out). Wall time and the peak RSS of the child process; medians of --repeat runs
+(one run above 512), no warm-up (a user's run is cold too, except for the OS file cache).
 """
 
 from __future__ import annotations
@@ -104,6 +112,79 @@ def worker(args) -> None:
     print(json.dumps(result))
 
 
+def reference_whole(args) -> None:
+    """The reference as one user command: load the released files and the images, stylise, save."""
+    import numpy as np
+    import oracle
+    import synthetic
+    import torch
+    from PIL import Image
+
+    torch.set_grad_enabled(False)
+    device = torch.device(args.device)
+    states = {layout: torch.load(Path(args.release) / rel, map_location=device, weights_only=True)
+              for layout, rel in synthetic.RELEASE_FILES.items()}  # fmt: skip
+
+    def load(path: str):
+        array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+        return torch.from_numpy(array).permute(2, 0, 1)[None].to(device)
+
+    out = oracle.image_model(states["vgg"], states["relu3_1_attention"], states["transformer"],
+                             states["image_decoder"], load(args.content), load(args.style),
+                             exact=args.mode == "exact")  # fmt: skip
+    array = (out[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(array).save(args.out)
+
+
+def whole_inputs(folder: Path, size: int) -> tuple[Path, Path]:
+    """Random content and style PNGs of ``size`` (made once per size)."""
+    import numpy as np
+    from PIL import Image
+
+    paths = folder / f"content_{size}.png", folder / f"style_{size}.png"
+    rng = np.random.default_rng(size)
+    for path in paths:
+        if not path.exists():
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+    return paths
+
+
+def whole_weights(folder: Path) -> None:
+    """The synthetic release (``.pth``, for the reference) and its conversion (safetensors, for the engine)."""
+    import synthetic
+
+    from adaattn_model.tools.convert import convert
+
+    synthetic.write_release(folder, video=False)
+    convert([folder / "checkpoints"], folder / "models")
+
+
+def measure_whole(impl: str, mode: str, size: int, folder: Path, args) -> dict:
+    content, style = whole_inputs(folder, size)
+    out = folder / f"out_{impl}.png"
+    if impl == "engine":
+        cmd = [sys.executable, "-m", "adaattn_model", "stylize", "--content", content, "--style", style, "-o", out,
+               "--models", folder / "models", "--family", "official-image", "--sampling", mode, "--device",
+               args.device, "--quiet"]  # fmt: skip
+    else:
+        cmd = [sys.executable, __file__, "--worker", "reference-whole", "--mode", mode, "--device", args.device,
+               "--release", folder, "--content", content, "--style", style, "--out", out]  # fmt: skip
+    times, peaks = [], []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    for _ in range(args.repeat if size <= 512 else 1):
+        start = time.perf_counter()
+        proc = subprocess.Popen([str(c) for c in cmd], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)  # fmt: skip
+        _, status, usage = os.wait4(proc.pid, 0)
+        times.append(time.perf_counter() - start)
+        err = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+        if status != 0:
+            return {"error": (err.strip().splitlines() or ["killed"])[-1][:80]}
+        peaks.append(usage.ru_maxrss * 1024)
+    return {"seconds": statistics.median(times), "runs": len(times), "peak_rss": max(peaks)}
+
+
 def measure(impl: str, mode: str, size: int, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", impl, "--mode", mode, "--size", str(size), "--device", args.device,
            "--repeat", str(args.repeat)]  # fmt: skip
@@ -122,10 +203,16 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--skip-engine-exact-above", type=int, default=1024,
                         help="engine exact mode is O(n^2) in compute; skip it above this size (default 1024)")
-    parser.add_argument("--worker", choices=("engine", "reference"), help=argparse.SUPPRESS)
+    parser.add_argument("--whole-only", action="store_true", help="only the whole-process table")
+    parser.add_argument("--worker", choices=("engine", "reference", "reference-whole"), help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=("exact", "official"), help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    for name in ("--release", "--content", "--style", "--out"):
+        parser.add_argument(name, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker == "reference-whole":
+        reference_whole(args)
+        return
     if args.worker:
         worker(argparse.Namespace(impl=args.worker, mode=args.mode, size=args.size, device=args.device,
                                   repeat=args.repeat))  # fmt: skip
@@ -136,6 +223,46 @@ def main() -> None:
         print(f"# CPU: {os.cpu_count()} cores, {total_memory() / 2**30:.0f} GiB, torch {torch.__version__}",
               f"threads {torch.get_num_threads()}")  # fmt: skip
     memory = total_memory()
+    rows = [] if args.whole_only else forward_table(args, memory)
+    rows += whole_table(args, memory)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+def whole_table(args, memory: int) -> list[dict]:
+    print("\nwhole process (python -m adaattn_model stylize vs the reference as one script)")
+    print("| size | sampling | engine s | reference s | engine / reference | engine peak | reference peak | "
+          "engine / reference |")  # fmt: skip
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        whole_weights(folder)
+        for size in args.sizes:
+            for mode in ("official", "exact"):
+                r = {}
+                for impl in ("engine", "reference"):
+                    if impl == "reference" and attention_bytes(size, mode) * 3 > 0.6 * memory:
+                        r[impl] = {"skipped": "does not fit"}
+                    elif impl == "engine" and mode == "exact" and size > args.skip_engine_exact_above:
+                        r[impl] = {"skipped": "not run"}
+                    else:
+                        r[impl] = measure_whole(impl, mode, size, folder, args)
+                    rows.append({"table": "whole", "size": size, "mode": mode, "impl": impl, **r[impl]})
+                e, ref = r["engine"], r["reference"]
+
+                def cell(x: dict, key: str, fmt) -> str:
+                    return fmt(x[key]) if key in x else (x.get("skipped") or x.get("error") or "-")
+
+                ratio_t = f"{e['seconds'] / ref['seconds']:.2f}" if "seconds" in e and "seconds" in ref else ""
+                ratio_m = f"{e['peak_rss'] / ref['peak_rss']:.2f}" if "peak_rss" in e and "peak_rss" in ref else ""
+                secs, gib = (lambda v: f"{v:.2f} s"), (lambda v: f"{v / 2**30:.2f} GiB")
+                print(f"| {size} | {mode} | {cell(e, 'seconds', secs)} | {cell(ref, 'seconds', secs)} | {ratio_t} | "
+                      f"{cell(e, 'peak_rss', gib)} | {cell(ref, 'peak_rss', gib)} | {ratio_m} |", flush=True)  # fmt: skip
+    return rows
+
+
+def forward_table(args, memory: int) -> list[dict]:
     rows = []
     header = "| size | sampling | implementation | seconds (median) | peak memory | note |"
     print(header)
@@ -157,8 +284,7 @@ def main() -> None:
                     print(f"| {size} | {mode} | {impl} | {r['seconds']:.2f} | {mem:.2f} GiB | {note} |", flush=True)
                 else:
                     print(f"| {size} | {mode} | {impl} | - | - | {r.get('skipped') or r.get('error')} |", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    return rows
 
 
 if __name__ == "__main__":
