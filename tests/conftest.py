@@ -23,6 +23,15 @@ os.environ["ADAATTN_NO_FETCH"] = "1"  # tests never download on first use (subpr
 INPUTS = ROOT / "assets" / "inputs"  # licensed photos and paintings shipped with the project
 
 
+def python_m(module: str, *args) -> list[str]:
+    """The command ``python -m module args`` for a subprocess a test stops with SIGINT: it takes Ctrl-C even
+    when the test run itself was started with SIGINT ignored (a shell's ``&`` or ``nohup`` passes that on to
+    every child, and Python then installs no KeyboardInterrupt handler)."""
+    code = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")  # fmt: skip
+    return [sys.executable, "-c", code, *map(str, args)]
+
+
 @pytest.fixture(scope="session")
 def release(tmp_path_factory):
     """The authors' release tree with random weights, converted; returns paths and states."""

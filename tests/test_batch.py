@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import python_m
 from fake_comfy import FakeComfy, png_bytes, png_text
 
 from adaattn_batch import cli
@@ -177,7 +178,7 @@ def test_history_polling_without_websocket(tmp_path, images, fakes, capsys, monk
 def test_interrupted_subprocess_resumes_without_redoing_anything(tmp_path, images, fakes, capsys, sig):
     fake = fakes(delay=0.1, pause_after=3)  # the batch cannot end before the signal: 3 jobs at most run
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "adaattn_batch", *map(str, grid_args(images, out, fake)), *FAST]
+    command = python_m("adaattn_batch", *grid_args(images, out, fake), *FAST)
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_until(lambda: len(pngs(out)) >= 2, what="two outputs")
     proc.send_signal(sig)
@@ -609,7 +610,7 @@ def test_manifest_is_never_half_written(tmp_path, images, fakes, capsys, monkeyp
 def test_second_run_on_the_same_manifest_is_refused(tmp_path, images, fakes, capsys):
     fake = fakes(paused=True)  # the first run waits for its jobs as long as the test needs
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "adaattn_batch", *map(str, grid_args(images, out, fake)), *FAST]
+    command = python_m("adaattn_batch", *grid_args(images, out, fake), *FAST)
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: fake.prompts_received, what="the first run's prompts")

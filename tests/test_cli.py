@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import INPUTS
+from conftest import INPUTS, python_m
 from PIL import Image
 
 from adaattn_model import models_folder
@@ -168,9 +168,8 @@ def test_ctrl_c_stops_stylize_and_writes_nothing(models_dir, tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "adaattn_model", "stylize", "--content", str(content), "--style", str(STYLE),
-         "-o", str(out_dir / "big_result.png"), "--models", str(models_dir), "--family", "lite",
-         "--sampling", "exact"],
+        python_m("adaattn_model", "stylize", "--content", content, "--style", STYLE, "-o", out_dir / "big_result.png",
+                 "--models", models_dir, "--family", "lite", "--sampling", "exact"),
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     lines = []
