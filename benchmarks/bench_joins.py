@@ -1,4 +1,4 @@
-"""Are chunk and segment joins visible? Warping error across joins vs inside, for the streaming video path.
+"""Are chunk, segment and range joins visible? Warping error across joins vs inside.
 
     python benchmarks/bench_joins.py [--clip FILE] [--style FILE] [--json results.json]
 
@@ -8,6 +8,11 @@ and the default stabilisers. The short-range warping error (x1000; flow of the i
 occlusions masked) is split into the frame pairs that straddle a join (frame t starts a chunk or
 a segment) and the pairs inside. The same split of a one-shot run (all frames in one chunk, one
 segment) is the control: it shows how much the two sets of pairs differ on this clip anyway.
+
+The batch client's frame ranges (``python -m adaattn_batch ... --frames DIR --range N --warmup K``)
+are measured the same way: its own job planner splits the clip into ranges, each range (with its
+K warm-up frames in front) runs as one Stylize Frames prompt would, from a fresh stabiliser state
+(``frames.stylize_frames``, chunks of 4), and the warm-up outputs are dropped as the client drops them.
 Needs the lite weights (python -m adaattn_model fetch), PyAV and OpenCV.
 """
 
@@ -26,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from adaattn_model.adaattn import StyleSource  # noqa: E402
 from adaattn_model.flow import have_flow, warp  # noqa: E402
-from adaattn_model.frames import DEFAULT_STABILIZER  # noqa: E402
+from adaattn_batch.jobs import _frame_jobs  # noqa: E402
+from adaattn_model.frames import DEFAULT_STABILIZER, stylize_frames  # noqa: E402
 from adaattn_model.images import load_image, resize_max_side  # noqa: E402
 from adaattn_model.metrics import frame_pairs  # noqa: E402
 from adaattn_model.models_folder import default_models_dir  # noqa: E402
@@ -39,6 +45,20 @@ DEFAULT_CLIP = ROOT / "assets" / "inputs" / "bbb_clip.mp4"
 DEFAULT_STYLE = ROOT / "assets" / "inputs" / "udnie_picabia.jpg"
 CONFIGS = [("one shot (control)", 10**6, 10**6), ("chunks of 4", 4, 240), ("chunks of 8", 8, 240),
            ("chunks of 4, segments of 8", 4, 8)]  # fmt: skip
+RANGE = 6  # batch client: frames per job (--range), and the warm-up frames tried (--warmup)
+WARMUPS = (0, 3, 6)
+
+
+def batch_ranges(model, encoder, inputs: torch.Tensor, source: StyleSource, size: int, warmup: int) -> torch.Tensor:
+    """The frames the batch client gets back for ``--range size --warmup warmup``, in order."""
+    names = [Path(f"frame_{t:05d}.png") for t in range(len(inputs))]
+    outputs = []
+    for job in _frame_jobs(names, [], size, warmup):
+        index = [names.index(p) for p in job.files["frames"]]
+        result = torch.cat(list(stylize_frames(model, encoder, inputs[index], [source], StylizeOptions(),
+                                               DEFAULT_STABILIZER, chunk=4)))  # fmt: skip
+        outputs.append(result[job.warmup :].clamp(0, 1))
+    return torch.cat(outputs)
 
 
 def read_frames(path: Path) -> torch.Tensor:
@@ -70,6 +90,8 @@ def main() -> None:
     parser.add_argument("--style", type=Path, default=DEFAULT_STYLE)
     parser.add_argument("--models", type=Path, help="models folder (default: the fetch folder)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--range", type=int, default=RANGE, help="batch client rows: frames per job")
+    parser.add_argument("--warmups", type=int, nargs="*", default=WARMUPS, help="batch client rows: warm-up frames")
     args = parser.parse_args()
     if not have_flow():
         raise SystemExit('warping errors need OpenCV: pip install "adaattn[metrics]"')
@@ -99,6 +121,21 @@ def main() -> None:
                 continue
             joins, inside = split(errors, chunk, segment)
             c_joins, c_inside = split(control, chunk, segment)
+            rows.append({"run": name, "joins": joins, "inside": inside, "ratio": joins / inside,
+                         "control_ratio": c_joins / c_inside, "errors": errors})  # fmt: skip
+            print(f"| {name} | {1000 * joins:.3f} | {1000 * inside:.3f} | {joins / inside:.2f} | "
+                  f"{c_joins / c_inside:.2f} |", flush=True)  # fmt: skip
+        # quantised as the frames the client saves (8-bit PNG); the control is the frame path in one job
+        def png_errors(size: int, warmup: int) -> list[float]:
+            outputs = batch_ranges(model, encoder, inputs, source, size, warmup)
+            return pair_errors((outputs * 255).round() / 255, pairs)
+
+        frames_control = png_errors(len(inputs), 0)
+        for size, warmup in ((args.range, w) for w in args.warmups):
+            name = f"batch client: ranges of {size}, warmup {warmup}"
+            errors = png_errors(size, warmup)
+            joins, inside = split(errors, size, 10**6)
+            c_joins, c_inside = split(frames_control, size, 10**6)
             rows.append({"run": name, "joins": joins, "inside": inside, "ratio": joins / inside,
                          "control_ratio": c_joins / c_inside, "errors": errors})  # fmt: skip
             print(f"| {name} | {1000 * joins:.3f} | {1000 * inside:.3f} | {joins / inside:.2f} | "
