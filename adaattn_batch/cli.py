@@ -61,9 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grid: style images; frames: optional style image(s), one pass each")  # fmt: skip
     g.add_argument("--frames", type=Path, metavar="DIR", help="frames: a folder of frames (sorted by name)")
     g.add_argument("--range", type=int, default=0, metavar="N", help="frames: frames per job")
-    g.add_argument("--warmup", type=int, default=0, metavar="K",
+    g.add_argument("--warmup", type=_warmup, default=None, metavar="K|auto",
                    help="frames: also send the K frames before each range (outputs dropped) so the temporal "
-                        "stabilisers start warm at range boundaries (default 0)")  # fmt: skip
+                        "stabilisers start warm at range boundaries; auto (default): as many as the workflow's "
+                        "stabilisers need (24 for temporal smoothing 0.9, 0 without smoothing)")  # fmt: skip
     g = p.add_argument_group("workflow")
     g.add_argument("--bind", action="append", default=[], metavar="NAME=NODE.INPUT",
                    help="where an input goes in the workflow (see below)")  # fmt: skip
@@ -106,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _warmup(text: str) -> int | None:
+    """``--warmup``: a number of frames, or auto (None)."""
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of frames or auto, got {text!r}") from None
+
+
 def plan_from_args(args: argparse.Namespace, hasher: FileHasher):
     workflow = load_workflow(args.workflow)
     if args.frames is not None:
@@ -122,7 +133,7 @@ def plan_from_args(args: argparse.Namespace, hasher: FileHasher):
                          hasher=hasher)  # fmt: skip
     if not args.content or not args.style:
         raise BatchError("give --content and --style (a grid), or --frames DIR --range N")
-    if args.range or args.warmup:
+    if args.range or args.warmup is not None:
         raise BatchError("--range and --warmup go with --frames")
     return make_plan(workflow, "grid", contents=expand_images(args.content, "content"),
                      styles=expand_images(args.style, "style"), binds=args.bind, sets=args.set,

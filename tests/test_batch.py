@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from fake_comfy import FakeComfy, png_bytes, png_text
 
 from adaattn_batch import cli
 from adaattn_batch.errors import BatchError
+from adaattn_batch.jobs import WARMUP_RESIDUAL
 from adaattn_batch.progress import Display
 from adaattn_batch.storage import atomic_write
 from adaattn_batch.websocket import WebSocket, WebSocketError
@@ -648,3 +650,22 @@ def test_importing_the_client_needs_no_torch():
 def test_dry_run_contacts_no_server(tmp_path, images, capsys):
     rc, text = run(capsys, *grid_args(images, tmp_path / "out"), "--server", "http://127.0.0.1:9", "--dry-run")
     assert rc == 0 and text.count("  run   ") == 6 and "content -> Content.image (node 2, LoadImage)" in text
+
+
+def test_frames_warmup_is_chosen_from_the_workflows_stabilisers(tmp_path, images, capsys):
+    """By default each range gets as many warm-up frames as the workflow's temporal smoothing needs (0.9 in
+    the shipped workflow: 24); an override of the smoothing changes it, a number given is kept."""
+    frames = frame_folder(tmp_path, n=12)
+    base = [FRAMES, "--frames", frames, "--range", "4", "--style", images["styles"][0], "-o", tmp_path / "out",
+            "--dry-run"]  # fmt: skip
+    expected = math.ceil(math.log(WARMUP_RESIDUAL) / math.log(0.9))
+    assert expected == 24
+    for extra, warmup in [([], expected), (["--set", "AdaAttN Stylize Frames.temporal_smoothing=0"], 0),
+                          (["--set", "AdaAttN Stylize Frames.shared_normalization=0.5"], expected),
+                          (["--warmup", "3"], 3), (["--warmup", "auto"], expected)]:  # fmt: skip
+        rc, text = run(capsys, *base, *extra)
+        assert rc == 0, text
+        assert ("(warmup" not in text) if warmup == 0 else f"(warmup {warmup})" in text, (extra, text)
+    with pytest.raises(SystemExit) as refused:
+        cli.main([str(a) for a in (*base, "--warmup", "some")])
+    assert refused.value.code == 2 and "expected a number of frames or auto" in capsys.readouterr().err
