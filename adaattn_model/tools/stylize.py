@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..encoding_cache import DEFAULT_CACHE_BYTES
 from ..images import IMAGE_SUFFIXES, ImageError, check_image_file, load_image, resize_max_side, save_image
 from ..models_folder import default_models_dir, pick_family
 from ..pipeline import Style, StylizeOptions, Stylizer
@@ -151,7 +152,10 @@ def run_stylize(args) -> int:
         memory_limit_bytes=args.memory_limit * 2**20 if args.memory_limit is not None else None,
     )
     encoder_path, model_path = resolve_weights(args)
-    stylizer = Stylizer(load_encoder(encoder_path, device, dtype), load_model(model_path, device, dtype))
+    # Encodings are kept for the jobs that reuse them (a style for every content, a content for every style);
+    # a single job keeps none, so its content's keys and its style's banks are freed before decoding.
+    cache_bytes = DEFAULT_CACHE_BYTES if len(jobs) > 1 else 0
+    stylizer = Stylizer(load_encoder(encoder_path, device, dtype), load_model(model_path, device, dtype), cache_bytes)
     weights = args.style_weights or [1.0] * len(styles)
     if not args.quiet:
         print(f"model: {stylizer.model.family.name} ({model_path.name}) on {device}", file=sys.stderr)
