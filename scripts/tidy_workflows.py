@@ -49,6 +49,10 @@ NOTES = {
     "(style encoded once, frames in chunks, temporal smoothing against flicker), then Create Video and Save "
     "Video. **Metrics** measures stability and style; the warping errors need OpenCV in ComfyUI's Python "
     "(`pip install opencv-python-headless`), the other numbers do not.",
+    "adaattn_video_stream": "## AdaAttN: a video, streamed\n**Stylize Video** takes Load Video's VIDEO and "
+    "returns a VIDEO: frames are decoded, stylised in chunks (temporal smoothing and scene cuts carried from "
+    "chunk to chunk) and encoded as they go, so memory stays flat however long the video is; the audio and the "
+    "frame rate are kept, and Cancel leaves no file. Save Video writes it.",
 }
 COLUMN_WIDTH, GAP = 400, 50
 

@@ -129,6 +129,15 @@ def build(models_dir: Path) -> tuple[Host, dict[str, types.ModuleType]]:
     return host, modules
 
 
+def video_api(video_from_file) -> dict[str, types.ModuleType]:
+    """``comfy_api.latest`` with ``InputImpl.VideoFromFile``: with it the pack registers its video node."""
+    api = types.ModuleType("comfy_api")
+    latest = types.ModuleType("comfy_api.latest")
+    latest.InputImpl = types.SimpleNamespace(VideoFromFile=video_from_file)
+    api.latest = latest
+    return {"comfy_api": api, "comfy_api.latest": latest}
+
+
 def import_pack():
     """Import the repository root as a package, the way ComfyUI imports a custom node folder."""
     for name in [n for n in sys.modules if n == PACK or n.startswith(PACK + ".")]:

@@ -499,7 +499,6 @@ class FakeVideoFromFile:
 @pytest.fixture
 def comfy_video(release, tmp_path, monkeypatch):
     import shutil
-    import types
 
     import comfy_stubs
 
@@ -512,11 +511,7 @@ def comfy_video(release, tmp_path, monkeypatch):
     temp = tmp_path / "temp"
     temp.mkdir()
     modules["folder_paths"].get_temp_directory = lambda: str(temp)
-    api = types.ModuleType("comfy_api")
-    latest = types.ModuleType("comfy_api.latest")
-    latest.InputImpl = types.SimpleNamespace(VideoFromFile=FakeVideoFromFile)
-    api.latest = latest
-    modules.update({"comfy_api": api, "comfy_api.latest": latest})
+    modules.update(comfy_stubs.video_api(FakeVideoFromFile))
     for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
     pack = comfy_stubs.import_pack()

@@ -34,6 +34,7 @@ def definitions(release, tmp_path_factory):
     (models / "adaattn").mkdir()
     saved = dict(sys.modules)
     _, modules = comfy_stubs.build(models)
+    modules.update(comfy_stubs.video_api(object))  # the video node registers only beside ComfyUI's video API
     sys.modules.update(modules)
     try:
         pack = comfy_stubs.import_pack()
