@@ -66,10 +66,12 @@ def stylize_units(
     budget_bytes: int,
     tile: int | None,
     device: torch.device,
+    layer_step: int = 1,
 ) -> int:
     """Steps of AdaAttN at ``layers`` and decoding for ``batch`` padded contents of ``padded`` (H, W),
     untiled or in tiles of ``tile``, as :func:`~adaattn_model.pipeline.stylize` runs them (not counting
-    the core's own steps, which it announces itself)."""
+    the core's own steps, which it announces itself). ``layer_step``: the untiled AdaAttN layer's own step
+    between its statistics and applying them (the frame path applies them itself: 0)."""
     height, width = padded
 
     def region_units(h: int, w: int, per_layer_extra: int) -> int:
@@ -81,7 +83,7 @@ def stylize_units(
         return units
 
     if not tile:
-        return region_units(height, width, 1)  # adaattn_layer's step between statistics and applying them
+        return region_units(height, width, layer_step)
     units = 0
     for box in tiles(height, width, tile):
         grown = box.grow(DECODER_HALO, height, width)

@@ -33,10 +33,11 @@ from torch import Tensor
 
 from .adaattn import LayerStatistics, StyleSource, apply_statistics, attention_statistics
 from .encoding_cache import EncodingCache
-from .functional import calc_mean_std, crop_padding
+from .forecast import encode_units, stylize_units
+from .functional import calc_mean_std, crop_padding, padded_size
 from .model import AdaAttNModel
-from .pipeline import Style, StylizeOptions, chosen_layers, encode_content, style_sources
-from .progress import Progress, forecast, release
+from .pipeline import MIN_SIZE, SIZE_MULTIPLE, Style, StylizeOptions, chosen_layers, encode_content, style_sources
+from .progress import Progress
 from .vgg import VGGEncoder
 
 
@@ -174,8 +175,9 @@ def stylize_frames(
     (batch 1), which are encoded as the core encodes them (``options.style_max_side``,
     through ``cache``). ``state`` carries the stabilisers across calls (a long clip fed in
     pieces); a new one starts fresh. ``progress`` steps through every stage (VGG and decoder
-    layers, attention blocks) and is checked between chunks; after the first chunk the rest
-    is forecast. A cancel raised from it leaves ``state`` as it was after the last chunk yielded.
+    layers, attention blocks) and is checked between chunks; all chunks' steps are announced
+    before the first (:func:`frame_units`). A cancel raised from it leaves ``state`` as it was
+    after the last chunk yielded.
     """
     family = model.family
     layers, spec = chosen_layers(model, options)
@@ -185,12 +187,13 @@ def stylize_frames(
         sources = style_sources(model, encoder, sources, options, cache=cache)
     state = state if state is not None else FrameState()
     total = frames.shape[0]
-    forecast_made = False  # release only what this call reserved (a caller may reserve around it)
+    if progress is not None:  # every chunk's steps, announced before the first, so the bar's total is right
+        reserved_before = progress.reserved
+        progress.reserve_at_least(frame_units(model, encoder, frames.shape, chunk, sources, options))
     for start in range(0, total, max(1, chunk)):
         stop = min(total, start + max(1, chunk))
         if progress is not None:
             progress.check()
-            before = progress.done
         encoded = encode_content(encoder, frames[start:stop], family.layers, progress=progress)
         advanced = state.copy()  # committed once the chunk is done: a cancel inside it changes nothing
         cuts: list[bool] = []
@@ -217,11 +220,31 @@ def stylize_frames(
             feats[layer] = apply_statistics(feature, stats, strength=options.alpha, normalization=norm)
         out = crop_padding(model.decode(feats, progress=progress), encoded.pads)
         state.layers, state.cut = advanced.layers, advanced.cut
-        if progress is not None and start == 0 and stop < total:
-            forecast(progress, progress.done - before, stop, total - stop)
-            forecast_made = True
         yield out
         if callback is not None:
             callback(stop, total)
-    if forecast_made:
-        release(progress)
+    if progress is not None and progress.reserved > reserved_before:  # a forecast that was too high
+        progress.release(progress.reserved - reserved_before)
+
+
+def frame_units(
+    model: AdaAttNModel,
+    encoder: VGGEncoder,
+    shape: Sequence[int],
+    chunk: int,
+    sources: Sequence[StyleSource],
+    options: StylizeOptions = StylizeOptions(),
+) -> int:
+    """Progress steps of :func:`stylize_frames` for frames of ``shape`` [T,3,H,W] in chunks of ``chunk``
+    with encoded ``sources`` (a caller that feeds a clip in pieces can announce the whole of it)."""
+    layers, _ = chosen_layers(model, options)
+    total, height, width = shape[0], *(padded_size(n, SIZE_MULTIPLE, MIN_SIZE) for n in shape[-2:])
+    device = next(encoder.parameters()).device
+    style_shapes = [tuple(s.style.size) for s in sources]
+    units = 0
+    for start in range(0, total, max(1, chunk)):
+        n = min(total, start + max(1, chunk)) - start
+        units += encode_units(encoder, (n, 3, height, width), model.family.layers, None, device)
+        units += stylize_units(model, (height, width), n, layers, style_shapes, options.sampling, options.blend,
+                               options.budget(device), None, device, layer_step=0)  # fmt: skip
+    return units

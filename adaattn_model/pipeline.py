@@ -217,7 +217,7 @@ def stylize(
             content_key = _key(cache, "content", content_image, encoder, family_layers)
             if progress is not None:  # the stages' own steps, so the bar's total is right from here on
                 before = progress.reserved
-                progress.reserve(
+                progress.reserve_at_least(
                     stylize_units(model, (height, width), rgb.shape[0], layers,
                                   [tuple(upscale_tiny(im).shape[-2:]) for im in images], options.sampling,
                                   options.blend, options.budget(device), tile, device)

@@ -43,6 +43,11 @@ class Progress:
         self._reserved += units
         self.total += units
 
+    def reserve_at_least(self, units: int) -> None:
+        """:meth:`reserve` what is missing for ``units`` to be reserved (a forecast of work that an
+        earlier, wider forecast may already cover)."""
+        self.reserve(int(units) - self._reserved)
+
     @property
     def reserved(self) -> int:
         """Units reserved and not yet expected by a stage."""
@@ -84,10 +89,10 @@ def expect(progress: Progress | None, units: int) -> None:
 
 
 def forecast(progress: Progress | None, units_done: int, items_done: int, items_left: int) -> None:
-    """After ``items_done`` items took ``units_done`` units, reserve as much per item for ``items_left``
-    more (rounded down: the stages announce any shortfall when they start)."""
+    """After ``items_done`` items took ``units_done`` units, have as much per item reserved for
+    ``items_left`` more (rounded down: the stages announce any shortfall when they start)."""
     if progress is not None and items_done > 0 and items_left > 0:
-        progress.reserve(units_done * items_left // items_done)
+        progress.reserve_at_least(units_done * items_left // items_done)
 
 
 def release(progress: Progress | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..adaattn_model.color import COLOR_MODES
-from ..adaattn_model.frames import DEFAULT_STABILIZER, FrameState, Stabilizer, stylize_frames
+from ..adaattn_model.frames import DEFAULT_STABILIZER, FrameState, Stabilizer, frame_units, stylize_frames
 from ..adaattn_model.pipeline import StylizeOptions, style_sources
 from . import host
 from .bundles import CATEGORY, LoadedModel
@@ -168,6 +168,7 @@ class AdaAttNStylizeFrames:
         host.check_interrupt()
         outputs, state = [], [FrameState()]
         progress = node_progress()  # checked between layers and attention blocks, not only between chunks
+        progress.reserve(frame_units(stylizer.model, stylizer.encoder, clip.shape, frames_per_chunk, sources, options))
 
         def step(start: int, stop: int) -> None:
             trial = state[0].copy()  # an out-of-memory retry must not see a half-advanced state
