@@ -94,7 +94,9 @@ def test_every_workflow_runs_in_a_real_comfyui(tmp_path):
         assert {n for n, e in inputs.items() if len(e) > 1 and e[1].get("advanced")} == advanced, node_id
     assert served_nodes["AdaAttNEncode"].get("deprecated") is True
     served = pack["example_workflows_served"]
-    assert len(served) == 7 and all(s["status"] == 200 and s["format"] == "ui" for s in served)
+    canvas = sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))
+    assert sorted(s["name"] for s in served) == canvas
+    assert all(s["status"] == 200 and s["format"] == "ui" for s in served)
     runs = {(w["format"], w["name"]): w for w in summary["workflows"]}
     shipped = [(f, p.name) for f in ("ui", "api") for p in (ROOT / "workflows").glob("*.json")]
     assert sorted(runs) == sorted(shipped + [("api", p.name) for p in LEGACY.glob("*.json")])
