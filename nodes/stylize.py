@@ -22,6 +22,26 @@ from .common import (
 from .progress import node_progress
 from .tensors import fit_mask, image_to_rgb, rgb_to_image
 
+# The frame path's stabilisers, as the Stylize Frames and Stylize Video nodes both show them.
+STABILIZER_INPUTS = {
+    "temporal_smoothing": ("FLOAT", {"default": DEFAULT_STABILIZER.temporal_smoothing, "min": 0.0,
+                           "max": 0.99, "step": 0.01, "tooltip": "How much each area keeps the "
+                           "previous frame's style statistics where the content did not change "
+                           "(0 = off). Steadies static areas; moving ones follow at once."}),  # fmt: skip
+    "change_threshold": ("FLOAT", {"default": DEFAULT_STABILIZER.change_threshold, "min": 0.01,
+                         "max": 10.0, "step": 0.05, "advanced": True, "tooltip": "How much an area may "
+                         "change and still count as unchanged for temporal smoothing (higher = smoother, "
+                         "but slower to follow changes and cuts)."}),  # fmt: skip
+    "shared_normalization": ("FLOAT", {"default": DEFAULT_STABILIZER.shared_normalization, "min": 0.0,
+                             "max": 0.99, "step": 0.01, "advanced": True, "tooltip": "Normalise each "
+                             "frame with content statistics averaged over the frames so far (0 = per "
+                             "frame)."}),  # fmt: skip
+}
+CUT_INPUT = ("FLOAT", {"default": DEFAULT_STABILIZER.cut_threshold, "min": 0.0, "max": 2.0, "step": 0.05,
+                       "advanced": True, "tooltip": "Scene cuts reset the stabilisers where the content changes at "
+                       "least this much (mean squared change of the normalised VGG features: ~0.05 between frames "
+                       "of one shot, ~2 between unrelated shots). 0 = off."})  # fmt: skip
+
 COLOR_INPUT = (
     list(COLOR_MODES),
     {"default": "none", "tooltip": "Keep the content's colours: luminance transfers only the style's light and "
@@ -130,27 +150,13 @@ class AdaAttNStylizeFrames:
                 "strength": STRENGTH_INPUT,
                 "style_max_side": STYLE_MAX_SIDE_INPUT,
                 **ATTENTION_INPUTS,
-                "temporal_smoothing": ("FLOAT", {"default": DEFAULT_STABILIZER.temporal_smoothing, "min": 0.0,
-                                       "max": 0.99, "step": 0.01, "tooltip": "How much each area keeps the "
-                                       "previous frame's style statistics where the content did not change "
-                                       "(0 = off). Steadies static areas; moving ones follow at once."}),  # fmt: skip
-                "change_threshold": ("FLOAT", {"default": DEFAULT_STABILIZER.change_threshold, "min": 0.01,
-                                     "max": 10.0, "step": 0.05, "advanced": True, "tooltip": "How much an area may "
-                                     "change and still count as unchanged for temporal smoothing (higher = smoother, "
-                                     "but slower to follow changes and cuts)."}),  # fmt: skip
-                "shared_normalization": ("FLOAT", {"default": DEFAULT_STABILIZER.shared_normalization, "min": 0.0,
-                                         "max": 0.99, "step": 0.01, "advanced": True, "tooltip": "Normalise each "
-                                         "frame with content statistics averaged over the frames so far (0 = per "
-                                         "frame)."}),  # fmt: skip
+                **STABILIZER_INPUTS,
                 "frames_per_chunk": ("INT", {"default": 4, "min": 1, "max": 256, "advanced": True, "tooltip": "Frames "
                                      "processed together; halved automatically when the GPU runs out of "
                                      "memory."}),  # fmt: skip
             },
             "optional": {
-                "scene_cut_threshold": ("FLOAT", {"default": DEFAULT_STABILIZER.cut_threshold, "min": 0.0, "max": 2.0,
-                                        "step": 0.05, "advanced": True, "tooltip": "Scene cuts reset the stabilisers "
-                                        "where the content changes at least this much (~0.05 between frames of one "
-                                        "shot, ~2 between unrelated shots). 0 = off."}),  # fmt: skip
+                "scene_cut_threshold": CUT_INPUT,
             },
         }
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from ..adaattn_model.frames import DEFAULT_STABILIZER, Stabilizer
+from ..adaattn_model.frames import Stabilizer
 from ..adaattn_model.pipeline import style_sources
-from ..adaattn_model.progress import Progress
 from ..adaattn_model.video_io import VideoReader, Window
 from ..adaattn_model.video_stream import stylize_video
 from . import host
 from .bundles import CATEGORY, LoadedModel
 from .common import ATTENTION_INPUTS, MODEL_INPUT, STRENGTH_INPUT, STYLE_MAX_SIDE_INPUT, activation_bytes
-from .stylize import options_for
+from .progress import node_progress
+from .stylize import CUT_INPUT, STABILIZER_INPUTS, options_for
 from .tensors import image_to_rgb
 
 try:
@@ -25,10 +25,6 @@ try:
 except ImportError:  # an older ComfyUI without VIDEO, or no ComfyUI
     InputImpl = None
 
-CUT_INPUT = ("FLOAT", {"default": DEFAULT_STABILIZER.cut_threshold, "min": 0.0, "max": 2.0, "step": 0.05, "advanced": True,
-             "tooltip": "Scene cuts reset the stabilisers where the content changes at least this much "
-             "(mean squared change of the normalised VGG features: ~0.05 between frames of one shot, ~2 "
-             "between unrelated shots). 0 = off."})  # fmt: skip
 
 
 def video_source(video) -> tuple[object, Window]:
@@ -52,7 +48,6 @@ class AdaAttNStylizeVideo:
 
     @classmethod
     def INPUT_TYPES(cls):
-        d = DEFAULT_STABILIZER
         return {
             "required": {
                 "model": MODEL_INPUT,
@@ -61,40 +56,7 @@ class AdaAttNStylizeVideo:
                 "strength": STRENGTH_INPUT,
                 "style_max_side": STYLE_MAX_SIDE_INPUT,
                 **ATTENTION_INPUTS,
-                "temporal_smoothing": (
-                    "FLOAT",
-                    {
-                        "default": d.temporal_smoothing,
-                        "min": 0.0,
-                        "max": 0.99,
-                        "step": 0.01,
-                        "tooltip": "How much each area keeps the previous frame's "
-                        "style statistics where the content did not change (0 = off).",
-                    },
-                ),
-                "change_threshold": (
-                    "FLOAT",
-                    {
-                        "default": d.change_threshold,
-                        "advanced": True,
-                        "min": 0.01,
-                        "max": 10.0,
-                        "step": 0.05,
-                        "tooltip": "How much an area may change and still count as unchanged for temporal smoothing.",
-                    },
-                ),
-                "shared_normalization": (
-                    "FLOAT",
-                    {
-                        "default": d.shared_normalization,
-                        "advanced": True,
-                        "min": 0.0,
-                        "max": 0.99,
-                        "step": 0.01,
-                        "tooltip": "Normalise each frame with content statistics "
-                        "averaged over the frames so far (0 = per frame).",
-                    },
-                ),
+                **STABILIZER_INPUTS,
                 "scene_cut_threshold": CUT_INPUT,
                 "frames_per_chunk": (
                     "INT",
@@ -129,8 +91,7 @@ class AdaAttNStylizeVideo:
         stylizer = model.stylizer  # the style through the core, from the loaded model's cache
         sources = style_sources(stylizer.model, stylizer.encoder, image_to_rgb(style, "style")[:1], options,
                                 cache=stylizer.cache)  # fmt: skip
-        bar = host.progress(max(1, info.frames))
-        progress = Progress(report=lambda done, total: bar.update_absolute(done, total), check=host.check_interrupt)
+        progress = node_progress()
         output = Path(host.temp_directory()) / f"adaattn_video_{uuid.uuid4().hex[:12]}.mp4"
         stylize_video(model.model, model.stylizer.encoder, source, output, sources, options, stabilizer,
                       chunk=frames_per_chunk, max_side=max_side, window=window, progress=progress)  # fmt: skip
