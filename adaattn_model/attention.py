@@ -152,6 +152,11 @@ def planned_blocks(rows: int, bank_cols: Sequence[int], budget_bytes: int, logit
     """Progress steps of :func:`attended_moments` (with a listener, no out-of-memory retry) for ``rows``
     query rows against banks of ``bank_cols`` style positions."""
     block_rows, block_cols = block_shape(rows, max(bank_cols), budget_bytes, logit_work, True, device_type)
+    return block_count(rows, block_rows, bank_cols, block_cols)
+
+
+def block_count(rows: int, block_rows: int, bank_cols: Sequence[int], block_cols: int) -> int:
+    """Blocks of ``block_rows`` x ``block_cols`` logits over ``rows`` query rows and banks of ``bank_cols``."""
     return -(-rows // block_rows) * sum(-(-cols // block_cols) for cols in bank_cols)
 
 
@@ -215,7 +220,7 @@ def attended_moments(
         rows, cols = block_shape(n_rows - start, max_cols, budget, work, progress is not None, query.device.type)
         stop = start + rows
         if progress is not None:  # announce the blocks still to come at this block size (more after an OOM)
-            blocks = -(-(n_rows - start) // rows) * sum(-(-bank.keys.shape[0] // cols) for bank in banks)
+            blocks = block_count(n_rows - start, rows, [bank.keys.shape[0] for bank in banks], cols)
             if blocks > planned:
                 progress.expect(blocks - planned)
                 planned = blocks

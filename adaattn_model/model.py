@@ -102,13 +102,10 @@ class AdaAttNModel(nn.Module):
 
     def decode_units(self, batch: int, height: int, width: int, device: torch.device) -> int:
         """Progress steps of :meth:`decode` for a padded image of ``height x width`` on ``device``."""
-        start = self.family.decoder_start
-        units = 0
-        if self.family.fusion:
-            units += self.fusion.units((batch, 512, height // 8, width // 8), device)
-            start = "relu4_1"
-        scale, channels = (8, 512) if start == "relu4_1" else (4, 256)
-        return units + self.decoder.units((batch, channels, height // scale, width // scale), device)
+        scale, channels = (8, 512) if self.family.decoder_start == "relu4_1" else (4, 256)
+        shape = (batch, channels, height // scale, width // scale)
+        fusion = self.fusion.units(shape, device) if self.family.fusion else 0  # it merges at relu4_1
+        return fusion + self.decoder.units(shape, device)
 
     def decode(self, features: Mapping[str, Tensor], *, progress: Progress | None = None) -> Tensor:
         """RGB images [N,3,H,W] (unclamped) from the features at the family's layers.

@@ -42,6 +42,7 @@ from .stages import (
     encode_content,
     encode_style,
     model_placement,
+    style_size,
     stylize_features,
     stylize_layer,
     upscale_tiny,
@@ -219,10 +220,10 @@ def stylize(
                 before = progress.reserved
                 progress.reserve_at_least(
                     stylize_units(model, (height, width), rgb.shape[0], layers,
-                                  [tuple(upscale_tiny(im).shape[-2:]) for im in images], options.sampling,
+                                  [style_size(*im.shape[-2:]) for im in images], options.sampling,
                                   options.blend, options.budget(device), tile, device)
-                    + sum(encode_units(encoder, tuple(upscale_tiny(im).shape), family_layers, None, device)
-                          for im, key in to_encode.values() if not _cached(cache, key))
+                    + sum(encode_units(encoder, (im.shape[0], 3, *style_size(*im.shape[-2:])), family_layers, None,
+                                       device) for im, key in to_encode.values() if not _cached(cache, key))
                     + (0 if _cached(cache, content_key) else
                        encode_units(encoder, (rgb.shape[0], 3, height, width), family_layers, tile, device))
                 )  # fmt: skip

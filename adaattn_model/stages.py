@@ -66,12 +66,16 @@ def encode_content(
     return encode(encoder, padded, layers, pads=pads, size=size, progress=progress)
 
 
+def style_size(height: int, width: int, min_side: int = STYLE_MIN_SIDE) -> tuple[int, int]:
+    """The size a style of ``height x width`` is encoded at (:func:`upscale_tiny`)."""
+    return max(height, min_side), max(width, min_side)
+
+
 def upscale_tiny(images: Tensor, min_side: int = STYLE_MIN_SIDE) -> Tensor:
     """Bicubic-upsample each side shorter than ``min_side`` to ``min_side``."""
-    h, w = images.shape[-2:]
-    if h >= min_side and w >= min_side:
+    size = style_size(*images.shape[-2:], min_side)
+    if size == tuple(images.shape[-2:]):
         return images
-    size = (max(h, min_side), max(w, min_side))
     return F.interpolate(images, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
