@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,16 @@ from adaattn_model.weights import load_encoder, load_model  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 os.environ["ADAATTN_NO_FETCH"] = "1"  # tests never download on first use (subprocesses included); fetch tests clear it
 INPUTS = ROOT / "assets" / "inputs"  # licensed photos and paintings shipped with the project
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "the condition") -> None:
+    """Poll ``predicate`` until it holds; fail after a deadline meant never to be reached (never a fixed wait:
+    a busy machine only makes the poll take longer)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what} after {timeout:g}s")
+        time.sleep(0.01)
 
 
 def python_m(module: str, *args) -> list[str]:

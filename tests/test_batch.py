@@ -10,11 +10,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from conftest import python_m
+from conftest import python_m, wait_until
 from fake_comfy import FakeComfy, png_bytes, png_text
 
 from adaattn_batch import cli
@@ -29,15 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BASIC = ROOT / "workflows" / "api" / "adaattn_basic.json"
 FRAMES = ROOT / "workflows" / "api" / "adaattn_frames_folder.json"
 FAST = ["--poll", "0.1", "--probe-interval", "0.3", "--server-grace", "0", "--http-timeout", "5"]
-
-
-def wait_until(predicate, timeout: float = 30.0, what: str = "the condition") -> None:
-    """Poll ``predicate`` until it holds; fail after a deadline meant never to be reached."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what} after {timeout:g}s")
-        time.sleep(0.01)
 
 
 def run_with_deadline(capsys, *args, timeout: float = 60.0) -> tuple[int, str]:

