@@ -223,8 +223,8 @@ def attention_statistics(
                         query, [bank], spec, budget_bytes=budget_bytes, progress=progress
                     )
         m, sd = moments_to_mean_std(moments)
-        mean[b] = m.t().reshape(channels, *size)
-        std[b] = sd.t().reshape(channels, *size)
+        mean[b].view(channels, -1).copy_(m.t())  # no transposed temporary
+        std[b].view(channels, -1).copy_(sd.t())
         coverage[b] = cover.view(1, *size)
     return LayerStatistics(mean, std, coverage)
 

@@ -97,6 +97,34 @@ def test_rows_with_all_weights_zero_get_zero_moments():
     assert (got[:4] == 0).all() and (got[4:] != 0).any()
 
 
+def test_logits_far_below_the_row_maximum_weigh_exactly_zero(monkeypatch):
+    """Logits spread over hundreds (large features, softmax): weights that would be subnormal floats are
+    exact zeros (they made the CPU's exp and products 10-50x slower), and the moments still equal the
+    float64 softmax, and the kernel's result with subnormals kept, to round-off."""
+    g = torch.Generator().manual_seed(3)
+    q, k = torch.randn(64, 48, generator=g) * 2, torch.randn(300, 48, generator=g) * 2
+    v = torch.randn(300, 6, generator=g)
+    spec = AttentionSpec("softmax")
+    logits = q.double() @ k.double().t()
+    spread = logits - logits.amax(dim=1, keepdim=True)
+    assert ((spread < attention.SUBNORMAL_LOGIT) & (spread > -103)).float().mean() > 0.1  # subnormal in fp32
+    got = attended_moments(prepare_query(q, spec), [make_bank(k, v, spec)], spec)
+    torch.testing.assert_close(got.double(), materialised(q, [(k, v)], spec), rtol=1e-4, atol=1e-5)
+    monkeypatch.setattr(attention, "SUBNORMAL_LOGIT", -float("inf"))  # keep subnormal weights
+    kept = attended_moments(prepare_query(q, spec), [make_bank(k, v, spec)], spec)
+    torch.testing.assert_close(got, kept, rtol=1e-6, atol=1e-7)
+
+
+def test_std_in_place_equals_the_autograd_form():
+    moments = torch.rand(40, 8) + torch.tensor([0.0] * 4 + [1.0] * 4)
+    leaf = moments.clone().requires_grad_(True)
+    mean, std = moments_to_mean_std(leaf)
+    in_place_mean, in_place_std = moments_to_mean_std(moments.clone())
+    assert torch.equal(mean.detach(), in_place_mean) and torch.equal(std.detach(), in_place_std)
+    std.sum().backward()
+    assert leaf.grad is not None
+
+
 def test_std_is_sqrt_of_relu_variance_without_eps():
     moments = torch.tensor([[1.0, 2.0, 1.0 + 1e-9, 5.0]])  # second < mean**2 by round-off in the first channel
     mean, std = moments_to_mean_std(moments)
@@ -162,10 +190,10 @@ def test_other_errors_are_not_retried(monkeypatch):
 
 
 def test_budget_follows_the_device():
-    from adaattn_model.attention import DEFAULT_BUDGET_BYTES, budget_for
+    from adaattn_model.attention import DEFAULT_BUDGET_BYTES, GPU_MIN_BUDGET_BYTES, budget_for
 
     assert budget_for(torch.device("cpu")) == DEFAULT_BUDGET_BYTES
     gpu = torch.device("cuda")
     assert budget_for(gpu, free_bytes=8 * 2**30) == 2 * 2**30  # a quarter of what is free
     assert budget_for(gpu, free_bytes=100 * 2**30) == 4 * 2**30  # capped
-    assert budget_for(gpu, free_bytes=2**29) == DEFAULT_BUDGET_BYTES  # floored
+    assert budget_for(gpu, free_bytes=2**29) == GPU_MIN_BUDGET_BYTES  # floored
