@@ -147,7 +147,10 @@ def _load_module(path: str | os.PathLike, want: tuple[str, ...], device, dtype) 
 
 def _placed(t: Tensor, device, dtype) -> Tensor:
     fmt = torch.channels_last if t.ndim == 4 else torch.contiguous_format
-    return t.to(device=device, dtype=dtype, memory_format=fmt)
+    placed = t.to(device=device, dtype=dtype, memory_format=fmt)
+    # A tensor read from the file is a view of the file's memory map; one kept as it is would keep the
+    # whole map, and the pages the copies were read from, resident (twice the weights' size).
+    return placed.clone() if placed is t else placed
 
 
 def load_encoder(

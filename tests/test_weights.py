@@ -101,3 +101,12 @@ def test_describe(release):
     info = describe(release["out"] / "adaattn_official.safetensors")
     assert info["kind"] == "official-image" and info["tensors"] == 38
     assert info["parameters"] == sum(torch.Size(s).numel() for s in expected_shapes("official-image").values())
+
+
+def test_loaded_tensors_own_their_memory(release):
+    """No parameter is a view of the file's memory map: one would keep the whole map, and the pages the
+    copies were read from, resident (it doubled the weights' memory)."""
+    path = release["out"] / "adaattn_official.safetensors"
+    model = load_model(path)
+    for name, t in model.state_dict().items():
+        assert t.untyped_storage().nbytes() == t.numel() * t.element_size(), name
