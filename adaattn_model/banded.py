@@ -22,18 +22,28 @@ from torch import Tensor, nn
 from .progress import ELEMENT_WORK, Progress, step, step_work
 
 MIN_BAND_ROWS = 16  # even (pooling); thinner bands would make the convolutions pick other kernels
+# A conv band reads at most this much (when bands are used at all): on the CPU bands of 8 MiB ran as fast
+# as whole 512x512 layers or faster (they stay in cache), and a band's input, padded copy and output
+# are the memory a layer needs beyond its input and output maps.
+BAND_BYTES = 8 * 2**20
 
 
-def rows_per_band(rows: int, row_work: int, device: torch.device, multiple: int = 1) -> int:
-    """Rows of one band when a row costs ``row_work``: all ``rows`` unless the device limits a step."""
+def rows_per_band(rows: int, row_work: int, device: torch.device, multiple: int = 1, row_bytes: int = 0) -> int:
+    """Rows of one band when a row costs ``row_work`` (and reads ``row_bytes``): all ``rows`` unless the
+    device limits a step (a CPU); then no more than a step's work, nor :data:`BAND_BYTES` of input."""
     limit = step_work(device.type)
-    if limit is None or rows * row_work <= limit:
+    if limit is None:
         return rows
-    return max(MIN_BAND_ROWS, limit // max(1, row_work) // multiple * multiple)
+    per = limit // max(1, row_work)
+    if row_bytes:
+        per = min(per, BAND_BYTES // row_bytes)
+    if per >= rows:
+        return rows
+    return max(MIN_BAND_ROWS, per // multiple * multiple)
 
 
-def band_count(rows: int, row_work: int, device: torch.device, multiple: int = 1) -> int:
-    return math.ceil(rows / rows_per_band(rows, row_work, device, multiple))
+def band_count(rows: int, row_work: int, device: torch.device, multiple: int = 1, row_bytes: int = 0) -> int:
+    return math.ceil(rows / rows_per_band(rows, row_work, device, multiple, row_bytes))
 
 
 def conv_row_work(x_shape: tuple[int, ...], out_channels: int, kernel: int = 3) -> int:
@@ -60,28 +70,61 @@ def _empty_rows(like: Tensor, rows: int) -> Tensor:
     return torch.empty((*like.shape[:2], rows, like.shape[3]), dtype=like.dtype, device=like.device, memory_format=fmt)
 
 
-def conv3x3(conv: nn.Conv2d, x: Tensor, *, relu: bool = True, progress: Progress | None = None) -> Tensor:
-    """``relu(conv(x))`` (or ``conv(x)``) for a 3x3 conv with 1-pixel reflection padding, in bands."""
-    h = x.shape[2]
-    per = h if progress is None else rows_per_band(h, conv_row_work(x.shape, conv.out_channels), x.device)
+def conv3x3(
+    conv: nn.Conv2d,
+    x: Tensor,
+    *,
+    relu: bool = True,
+    upsample: bool = False,
+    pool: bool = False,
+    progress: Progress | None = None,
+) -> Tensor:
+    """``relu(conv(x))`` (or ``conv(x)``) for a 3x3 conv with 1-pixel reflection padding, in bands.
+
+    ``upsample``: the conv of ``x`` upsampled x2 (nearest); ``pool``: followed by VGG's 2x2 max
+    pooling. In bands, each band upsamples only the rows it reads and pools the rows it wrote, so
+    neither the upsampled map nor the unpooled one (the largest maps of a run) is ever whole.
+    """
+    n, c, h, w = x.shape
+    if upsample:
+        h, w = 2 * h, 2 * w
+    row_work, row_bytes = conv_row_work((n, c, h, w), conv.out_channels), n * c * w * x.element_size()
+    per = h if progress is None else rows_per_band(h, row_work, x.device, 2 if pool else 1, row_bytes)
     if per >= h:
-        y = conv(x)
+        y = conv(_upsample(x) if upsample else x)
         y = F.relu(y) if relu else y
         step(progress)
-        return y
-    # Each band takes its rows with one neighbour row each side (reflected at the image's top and bottom
-    # edges, as the conv pads): the same input the whole layer's padded map gives those rows, without
-    # copying the whole map at once (a 2K map is a GiB). Pads keep the map's memory layout.
+        return _pool(y) if pool else y
     out = None
     for start in range(0, h, per):
         stop = min(h, start + per)
-        rows = x[:, :, max(0, start - 1) : min(h, stop + 1)]
+        # Each band takes its rows with one neighbour row each side (reflected at the image's top and bottom
+        # edges, as the conv pads): the same input the whole layer's padded map gives those rows, without
+        # copying the whole map at once (a 2K map is a GiB). Pads keep the map's memory layout.
+        lo, hi = max(0, start - 1), min(h, stop + 1)
+        if upsample:  # upsampled row r is row r // 2 of x
+            rows = _upsample(x[:, :, lo // 2 : (hi + 1) // 2])[:, :, lo % 2 : lo % 2 + hi - lo]
+        else:
+            rows = x[:, :, lo:hi]
         y = F.conv2d(F.pad(rows, (1, 1, int(start == 0), int(stop == h)), mode="reflect"), conv.weight, conv.bias)
+        y = y.relu_() if relu else y
+        if pool:  # bands start on even rows, so pooling a band pools the same windows as the whole map
+            y, start = _pool(y), start // 2
         if out is None:
-            out = _empty_rows(y, h)
-        out[:, :, start:stop] = y.relu_() if relu else y
+            out = _empty_rows(y, (h + 1) // 2 if pool else h)
+        out[:, :, start : start + y.shape[2]] = y
         step(progress)
     return out
+
+
+def conv_units(x_shape: tuple[int, ...], out_channels: int, device: torch.device, *, upsample: bool = False,
+               pool: bool = False, element_size: int = 4) -> int:  # fmt: skip
+    """Progress steps of :func:`conv3x3` for an input of ``x_shape`` (``element_size`` bytes each)."""
+    n, c, h, w = x_shape
+    if upsample:
+        h, w = 2 * h, 2 * w
+    work, row_bytes = conv_row_work((n, c, h, w), out_channels), n * c * w * element_size
+    return band_count(h, work, device, 2 if pool else 1, row_bytes)
 
 
 def _row_map(x: Tensor, fn: Callable[[Tensor], Tensor], out_rows: Callable[[int], int], multiple: int,

@@ -58,35 +58,42 @@ class Decoder(nn.Module):
             raise ValueError("this decoder needs the relu3_1 skip input")
         if progress is not None:
             expect(progress, self.units(tuple(x.shape), x.device))
-        if self.start == "relu4_1":
-            x = banded.upsample2(banded.conv3x3(self.conv4_1, x, progress=progress), progress)
+        # An "up" is folded into the conv after it, so the upsampled map is made band by band.
+        up = self.start == "relu4_1"
+        if up:
+            x = banded.conv3x3(self.conv4_1, x, progress=progress)
         if self.skip_channels:
+            if up:
+                x, up = banded.upsample2(x, progress), False
             x = torch.cat([x, skip], dim=1)  # decoded path first, skip second
         for item in TAIL:
             if item == "up":
-                x = banded.upsample2(x, progress)
-            else:
-                x = banded.conv3x3(getattr(self, item[0]), x, relu=item[0] != "conv1_1", progress=progress)
+                up = True
+                continue
+            x = banded.conv3x3(getattr(self, item[0]), x, relu=item[0] != "conv1_1", upsample=up, progress=progress)
+            up = False
         return x
 
     def units(self, shape: tuple[int, ...], device: torch.device) -> int:
         """Progress steps of :meth:`forward` for a start feature of ``shape`` on ``device``."""
         n, c, h, w = shape
-        units = 0
-        ops: list = ["up"] + list(TAIL)
-        if self.start == "relu4_1":
-            units += banded.band_count(h, banded.conv_row_work((n, c, h, w), 256), device)
+        units, size = 0, self.conv1_1.weight.element_size()  # the maps have the weights' dtype
+        up = self.start == "relu4_1"
+        if up:
+            units += banded.conv_units(shape, 256, device, element_size=size)
             c = 256
-        else:
-            ops = ops[1:]
-        for item in ops:
-            if item == "up":
+        if self.skip_channels:
+            if up:
                 units += banded.band_count(h, banded.map_row_work((n, c, h, w), banded.UPSAMPLE_WRITES), device)
-                h, w = 2 * h, 2 * w
+                h, w, up = 2 * h, 2 * w, False
+            c += self.skip_channels
+        for item in TAIL:
+            if item == "up":
+                up = True
                 continue
-            if item[0] == "conv3_4":
-                c += self.skip_channels
-            units += banded.band_count(h, banded.conv_row_work((n, c, h, w), item[1]), device)
+            units += banded.conv_units((n, c, h, w), item[1], device, upsample=up, element_size=size)
+            if up:
+                h, w, up = 2 * h, 2 * w, False
             c = item[1]
         return units
 
@@ -103,4 +110,5 @@ class Fusion(nn.Module):
 
     def units(self, shape: tuple[int, ...], device: torch.device) -> int:
         """Progress steps of :meth:`forward` for a relu4_1 feature of ``shape`` on ``device``."""
-        return banded.band_count(shape[2], banded.conv_row_work(shape, self.merge_conv.out_channels), device)
+        size = self.merge_conv.weight.element_size()
+        return banded.conv_units(shape, self.merge_conv.out_channels, device, element_size=size)

@@ -43,6 +43,14 @@ def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="reflect")
 
 
+def _pooled(ops: tuple[str, ...]) -> Iterator[tuple[str, bool]]:
+    """``(op, pooled)`` for the ops of a stage, a "pool" folded into the conv before it (every pool
+    follows a conv), so the conv's full-size output is pooled band by band."""
+    for i, op in enumerate(ops):
+        if op != "pool":
+            yield op, i + 1 < len(ops) and ops[i + 1] == "pool"
+
+
 class VGGEncoder(nn.Module):
     """VGG-19 up to relu5_1; frozen. Call :meth:`taps` to run it."""
 
@@ -68,13 +76,11 @@ class VGGEncoder(nn.Module):
             expect(progress, self.units(tuple(image.shape), upto, image.device))
         x = image
         for tap, ops in STAGES.items():
-            for op in ops:
-                if op == "pool":
-                    x = banded.max_pool2(x, progress)
-                elif op == "preprocess":
+            for op, pool in _pooled(ops):
+                if op == "preprocess":
                     x = banded.pointwise(self.preprocess, x, progress)
                 else:
-                    x = banded.conv3x3(getattr(self, op), x, relu=True, progress=progress)
+                    x = banded.conv3x3(getattr(self, op), x, relu=True, pool=pool, progress=progress)
             yield tap, x
             if tap == upto:
                 return
@@ -83,17 +89,16 @@ class VGGEncoder(nn.Module):
         """Progress steps of :meth:`stages` for an image batch of ``shape`` [N,3,H,W] on ``device``."""
         n, c, h, w = shape
         channels = {name: cout for name, _, cout in VGG_CONVS}
-        units = 0
+        units, size = 0, self.conv1_1.weight.element_size()  # the maps have the weights' dtype
         for tap, ops in STAGES.items():
-            for op in ops:
-                if op == "pool":
-                    units += banded.band_count(h, banded.map_row_work((n, c, h, w), banded.POOL_WRITES), device, 2)
-                    h, w = (h + 1) // 2, (w + 1) // 2
-                elif op == "preprocess":
+            for op, pool in _pooled(ops):
+                if op == "preprocess":
                     units += banded.band_count(h, banded.map_row_work((n, c, h, w)), device)
-                else:
-                    units += banded.band_count(h, banded.conv_row_work((n, c, h, w), channels[op]), device)
-                    c = channels[op]
+                    continue
+                units += banded.conv_units((n, c, h, w), channels[op], device, pool=pool, element_size=size)
+                c = channels[op]
+                if pool:
+                    h, w = (h + 1) // 2, (w + 1) // 2
             if tap == upto:
                 return units
         return units

@@ -178,6 +178,44 @@ def test_banded_layers_equal_whole_layers(models, small_steps, monkeypatch):
     torch.testing.assert_close(out, whole_out, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("upsample, pool", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("size", [(37, 23), (40, 17), (33, 34)])
+def test_a_conv_band_upsamples_and_pools_only_its_rows(monkeypatch, upsample, pool, size):
+    """The fused bands (upsample before, pool after) equal upsampling, convolving and pooling whole maps,
+    for odd and even sizes and bands of 6 rows (the last one shorter)."""
+    conv = torch.nn.Conv2d(8, 6, 3, padding=1, padding_mode="reflect").requires_grad_(False)
+    x = rand_images(2, 8, *size, seed=7)
+    monkeypatch.setattr(banded, "rows_per_band", lambda rows, *args, **kwargs: min(rows, 6))
+    listener = Listener()
+    got = banded.conv3x3(conv, x, upsample=upsample, pool=pool, progress=listener.progress())
+    want = torch.nn.functional.relu(conv(torch.nn.functional.interpolate(x, scale_factor=2) if upsample else x))
+    if pool:
+        want = torch.nn.functional.max_pool2d(want, 2, 2, ceil_mode=True)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    rows = size[0] * (2 if upsample else 1)
+    assert listener.reports[-1][0] == -(-rows // 6)  # a step per band
+
+
+def test_a_band_reads_at_most_band_bytes(monkeypatch):
+    """On a CPU with a listener a conv band reads at most BAND_BYTES (and a step's work), at least 16 rows;
+    on a GPU, or when nobody listens, the layer runs whole."""
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    row_bytes = 64 * 512 * 4  # a 64-channel float32 row of a 512-wide map
+    assert banded.rows_per_band(512, 1, cpu, 1, row_bytes) == banded.BAND_BYTES // row_bytes == 64
+    assert banded.rows_per_band(512, 1, cpu, 2, 3 * row_bytes) == 20  # 21 rows fit; even for pooling
+    assert banded.rows_per_band(512, 1, cpu, 1, 64 * row_bytes) == banded.MIN_BAND_ROWS
+    assert banded.rows_per_band(32, 1, cpu, 1, row_bytes) == 32
+    assert banded.rows_per_band(512, 1, gpu, 1, row_bytes) == 512
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1, padding_mode="reflect").requires_grad_(False)
+    x = torch.rand(1, 64, 96, 64)  # 1.5 MiB: bands of 16 rows once BAND_BYTES is 256 KiB
+    monkeypatch.setattr(banded, "BAND_BYTES", 2**18)
+    listener = Listener()
+    with torch.inference_mode():
+        banded.conv3x3(conv, x, progress=listener.progress())
+    assert listener.reports[-1][0] == 6 == banded.conv_units(tuple(x.shape), 64, cpu)
+
+
 def test_vgg_and_decoder_announce_their_steps_and_split_large_layers(models, small_steps):
     encoder, model = models["encoder"], models["lite"]
     image = rand_images(1, 3, 64, 64)
