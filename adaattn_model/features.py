@@ -59,6 +59,15 @@ class EncodedImage:
             self.pads,
         )
 
+    def without(self, layer: str) -> EncodedImage:
+        """The same encoding less ``layer``'s feature and key (the object itself is not changed)."""
+        return EncodedImage(
+            {k: v for k, v in self.features.items() if k != layer},
+            {k: v for k, v in self.keys.items() if k != layer},
+            self.size,
+            self.pads,
+        )
+
     @staticmethod
     def cat(parts: Sequence[EncodedImage]) -> EncodedImage:
         """Join batches encoded at the same layers and size."""

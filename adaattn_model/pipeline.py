@@ -28,6 +28,7 @@ from .encoding_cache import DEFAULT_CACHE_BYTES, EncodingCache
 from .features import EncodedImage
 from .forecast import encode_units, stylize_units
 from .functional import crop_padding, padded_size
+from .host_memory import return_freed_memory
 from .images import resize_max_side
 from .model import AdaAttNModel
 from .options import StylizeOptions
@@ -241,18 +242,25 @@ def stylize(
                 step(progress)  # the colour step: styles recoloured to this chunk's contents
             encoded = _encoded(cache, content_key, "content", content_image, encoder, family_layers, tile, progress)
             step(progress)
+            return_freed_memory(device)  # the encoders' activations, before the attention's blocks
             region = _rows(mask, start, stop)
             if tile is None:
                 features = dict(encoded.features)
-                for layer in layers:
-                    features[layer] = stylize_layer(model, layer, encoded, sources, options, spec, region, progress)
-                    step(progress)
-                pads = encoded.pads
-                # The keys and the style banks are not needed to decode: unless a cache keeps them, they go
-                # before the decoder's full-size maps arrive (about 0.5 GB for a 1024x1024 content and style).
-                del encoded, sources, style_code
+                del style_code
                 if stop == total:
                     shared.clear()
+                for layer in layers:
+                    features[layer] = stylize_layer(model, layer, encoded, sources, options, spec, region, progress)
+                    # A layer's keys and style values are not needed by the next layers nor the decoder:
+                    # unless a cache or the next chunk keeps them, they go now (a 1024x1024 content and style
+                    # hold about 0.5 GB of them), and so do the attention's blocks.
+                    encoded = encoded.without(layer)
+                    sources = [replace(source, style=source.style.without(layer)) for source in sources]
+                    return_freed_memory(device)
+                    step(progress)
+                pads = encoded.pads
+                del encoded, sources
+                return_freed_memory(device)  # before the decoder's full-size maps
                 out = crop_padding(model.decode(features, progress=progress), pads).float()
             else:  # AdaAttN and the decoder tile by tile (exact; see tiling.py)
                 out = stylize_decode_tiled(

@@ -35,3 +35,17 @@ def test_1024_content_and_style_in_exact_mode_peaks_below_4_gb(release):
     assert result.returncode == 0, result.stderr[-2000:]
     peak = int(result.stdout.strip().splitlines()[-1])
     assert peak < 4 * 2**30, f"peak RSS {peak / 2**30:.2f} GiB"
+
+
+def test_freed_host_memory_is_handed_back_on_the_cpu_only(monkeypatch):
+    import torch
+
+    from adaattn_model import host_memory
+
+    calls = []
+    monkeypatch.setattr(host_memory, "_malloc_trim", lambda: calls.append)
+    host_memory.return_freed_memory(torch.device("cuda"))
+    host_memory.return_freed_memory(torch.device("mps"))
+    assert calls == []
+    host_memory.return_freed_memory(torch.device("cpu"))
+    assert calls == [0]
