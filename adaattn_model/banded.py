@@ -92,7 +92,7 @@ def conv3x3(
     per = h if progress is None else rows_per_band(h, row_work, x.device, 2 if pool else 1, row_bytes)
     if per >= h:
         y = conv(_upsample(x) if upsample else x)
-        y = F.relu(y) if relu else y
+        y = y.relu_() if relu else y  # in place: a second full-size map otherwise (autograd allows it)
         step(progress)
         return _pool(y) if pool else y
     out = None
