@@ -2,7 +2,8 @@
 
     python benchmarks/profile_stylize.py --models DIR --family official-image --content C.png --style S.png
 
-Runs what ``python -m adaattn_model stylize`` runs (the same functions, in the same order) and
+Runs what ``python -m adaattn_model stylize`` runs (the same functions, in the same order, with a
+progress listener, freed memory handed back and each layer's keys let go as the core does) and
 prints, for each phase, its wall time and the process's resident and peak memory after it:
 importing torch and the package, reading the weights, reading the images, encoding the style
 and the content, AdaAttN per layer, decoding, writing the result. Without --models it makes
@@ -46,13 +47,20 @@ def main() -> None:
         rows.append((name, now - mark[0], *memory()))
         mark[0] = now
 
+    import gc
+
+    gc.disable()  # as python -m adaattn_model does: torch's objects are frozen, not scanned
     import torch
 
+    gc.freeze()
+    gc.enable()
     phase("import torch")
     from adaattn_model.adaattn import StyleSource
+    from adaattn_model.host_memory import return_freed_memory
     from adaattn_model.images import load_image, save_image
     from adaattn_model.models_folder import pick_family
     from adaattn_model.pipeline import StylizeOptions, chosen_layers, decode_image, encode_content, encode_style
+    from adaattn_model.progress import Progress
     from adaattn_model.sampling import Sampling
     from adaattn_model.stages import stylize_layer
     from adaattn_model.weights import ENCODER, load_encoder, load_model, scan_folder
@@ -78,16 +86,23 @@ def main() -> None:
     phase("read the images")
     options = StylizeOptions(sampling=Sampling(args.sampling))
     layers, spec = chosen_layers(model, options)
+    cpu = torch.device("cpu")
+    listener = Progress()  # the command always listens (its bar and Ctrl-C): layers run in bands
     with torch.inference_mode():
-        style_code = encode_style(encoder, style, model.family.layers)
+        style_code = encode_style(encoder, style, model.family.layers, progress=listener)
         phase("encode the style")
-        encoded = encode_content(encoder, content, model.family.layers)
+        encoded = encode_content(encoder, content, model.family.layers, progress=listener)
+        return_freed_memory(cpu)
         phase("encode the content")
         features = dict(encoded.features)
         for layer in layers:
-            features[layer] = stylize_layer(model, layer, encoded, [StyleSource(style_code)], options, spec)
+            sources = [StyleSource(style_code)]
+            features[layer] = stylize_layer(model, layer, encoded, sources, options, spec, progress=listener)
+            encoded, style_code = encoded.without(layer), style_code.without(layer)
+            del sources
+            return_freed_memory(cpu)
             phase(f"AdaAttN at {layer}")
-        out = decode_image(model, features, encoded).float()
+        out = decode_image(model, features, encoded, progress=listener).float()
         phase("decode")
     save_image(out.clamp(0, 1), Path(tmp.name) / "out.png")
     phase("write the result")

@@ -82,7 +82,7 @@ def _add_stylize(sub) -> None:
                    help="weights/activations dtype (auto: float16 on CUDA, float32 elsewhere); "
                         "attention statistics stay float32")  # fmt: skip
     g.add_argument("--memory-budget", type=int, metavar="MB",
-                   help="attention workspace (default: 256 on the CPU, a quarter of free GPU memory up to 4096)")
+                   help="attention workspace (default: 32 on the CPU, a quarter of free GPU memory up to 4096)")
     g.add_argument("--tile-size", type=int, metavar="PX",
                    help="run the VGG, AdaAttN and the decoder in tiles of PX pixels (a multiple of 16; the same "
                         "result in less memory). Default: tile only when the image would need more than "
