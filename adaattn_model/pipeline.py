@@ -253,10 +253,9 @@ def stylize(
                     features[layer] = stylize_layer(model, layer, encoded, sources, options, spec, region, progress)
                     # A layer's keys and style values are not needed by the next layers nor the decoder:
                     # unless a cache or the next chunk keeps them, they go now (a 1024x1024 content and style
-                    # hold about 0.5 GB of them), and so do the attention's blocks.
+                    # hold about 0.5 GB of them).
                     encoded = encoded.without(layer)
                     sources = [replace(source, style=source.style.without(layer)) for source in sources]
-                    return_freed_memory(device)
                     step(progress)
                 pads = encoded.pads
                 del encoded, sources

@@ -100,8 +100,8 @@ def main() -> None:
             features[layer] = stylize_layer(model, layer, encoded, sources, options, spec, progress=listener)
             encoded, style_code = encoded.without(layer), style_code.without(layer)
             del sources
-            return_freed_memory(cpu)
             phase(f"AdaAttN at {layer}")
+        return_freed_memory(cpu)
         out = decode_image(model, features, encoded, progress=listener).float()
         phase("decode")
     save_image(out.clamp(0, 1), Path(tmp.name) / "out.png")
