@@ -128,7 +128,8 @@ def save_image(image: Tensor, path: str | os.PathLike, alpha: Tensor | None = No
     if suffix not in IMAGE_SUFFIXES:
         raise ImageError(f"{path}: unsupported output format; use one of {', '.join(IMAGE_SUFFIXES)}")
     pil = tensor_to_pil(image, alpha if suffix in ALPHA_SUFFIXES else None)
-    options = {"quality": 95} if suffix in (".jpg", ".jpeg", ".webp") else {}
+    # PNG at zlib level 4 (ComfyUI's choice): 2-3x faster to write than PIL's 6, files about 1% larger.
+    options = {"quality": 95} if suffix in (".jpg", ".jpeg", ".webp") else {"compress_level": 4} if suffix == ".png" else {}
     with atomic_output(path) as tmp:
         pil.save(tmp, format=Image.registered_extensions()[suffix], **options)
     return path
