@@ -21,6 +21,9 @@ I/O, stylisation, writing the result), for the reference a script that does the 
 the materialised computation (the released ``.pth`` files through ``torch.load(weights_only=True)``,
 PIL in and out). Wall time and the peak RSS of the child process; medians of --repeat runs
 (one run above 512), no warm-up (a user's run is cold too, except for the OS file cache).
+With ``--pairs N`` the whole processes also run as N interleaved engine/reference pairs after
+a warm-up, and the ratio of each pair is reported (median, min, max): on a shared machine
+whose speed drifts these hold better than medians of runs made one after the other.
 """
 
 from __future__ import annotations
@@ -204,6 +207,8 @@ def main() -> None:
     parser.add_argument("--skip-engine-exact-above", type=int, default=1024,
                         help="engine exact mode is O(n^2) in compute; skip it above this size (default 1024)")
     parser.add_argument("--whole-only", action="store_true", help="only the whole-process table")
+    parser.add_argument("--pairs", type=int, default=0, metavar="N",
+                        help="also run the whole processes as N interleaved engine/reference pairs")  # fmt: skip
     parser.add_argument("--worker", choices=("engine", "reference", "reference-whole"), help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=("exact", "official"), help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -259,6 +264,38 @@ def whole_table(args, memory: int) -> list[dict]:
                 secs, gib = (lambda v: f"{v:.2f} s"), (lambda v: f"{v / 2**30:.2f} GiB")
                 print(f"| {size} | {mode} | {cell(e, 'seconds', secs)} | {cell(ref, 'seconds', secs)} | {ratio_t} | "
                       f"{cell(e, 'peak_rss', gib)} | {cell(ref, 'peak_rss', gib)} | {ratio_m} |", flush=True)  # fmt: skip
+        if args.pairs:
+            rows += pairs_table(args, folder, memory)
+    return rows
+
+
+def pairs_table(args, folder: Path, memory: int) -> list[dict]:
+    """Engine and reference run in turn (after one warm-up run of each), the ratios taken pair by pair: unlike
+    medians of runs made one after the other, they hold when a shared machine's speed drifts."""
+    print("\ninterleaved pairs (engine, reference, engine, ...; each ratio from one pair)")
+    print("| size | sampling | pairs | wall engine / reference: median (min-max) | peak ratio: median |")
+    print("|---:|---|---:|---|---:|")
+    once = argparse.Namespace(**{**vars(args), "repeat": 1})
+    rows = []
+    for size in args.sizes:
+        for mode in ("official", "exact"):
+            too_big = attention_bytes(size, mode) * 3 > 0.6 * memory
+            if too_big or (mode == "exact" and size > args.skip_engine_exact_above):
+                continue
+            for impl in ("engine", "reference"):  # warm-up
+                measure_whole(impl, mode, size, folder, once)
+            times, peaks = [], []
+            for _ in range(args.pairs):
+                e, r = (measure_whole(impl, mode, size, folder, once) for impl in ("engine", "reference"))
+                if "seconds" not in e or "seconds" not in r:
+                    break
+                times.append(e["seconds"] / r["seconds"])
+                peaks.append(e["peak_rss"] / r["peak_rss"])
+            if not times:
+                continue
+            rows.append({"table": "pairs", "size": size, "mode": mode, "time_ratios": times, "peak_ratios": peaks})
+            spread = f"{statistics.median(times):.2f} ({min(times):.2f}-{max(times):.2f})"
+            print(f"| {size} | {mode} | {len(times)} | {spread} | {statistics.median(peaks):.2f} |", flush=True)
     return rows
 
 
