@@ -85,12 +85,8 @@ def conv3x3(
     pooling. In bands, each band upsamples only the rows it reads and pools the rows it wrote, so
     neither the upsampled map nor the unpooled one (the largest maps of a run) is ever whole.
     """
-    n, c, h, w = x.shape
-    if upsample:
-        h, w = 2 * h, 2 * w
-    row_work, row_bytes = conv_row_work((n, c, h, w), conv.out_channels), n * c * w * x.element_size()
-    per = h if progress is None else rows_per_band(h, row_work, x.device, 2 if pool else 1, row_bytes)
-    if per >= h:
+    h, per = _conv_bands(tuple(x.shape), conv.out_channels, x.device, upsample, pool, x.element_size())
+    if progress is None or per >= h:
         y = conv(_upsample(x) if upsample else x)
         y = y.relu_() if relu else y  # in place: a second full-size map otherwise (autograd allows it)
         step(progress)
@@ -117,14 +113,21 @@ def conv3x3(
     return out
 
 
-def conv_units(x_shape: tuple[int, ...], out_channels: int, device: torch.device, *, upsample: bool = False,
-               pool: bool = False, element_size: int = 4) -> int:  # fmt: skip
-    """Progress steps of :func:`conv3x3` for an input of ``x_shape`` (``element_size`` bytes each)."""
+def _conv_bands(x_shape: tuple[int, ...], out_channels: int, device: torch.device, upsample: bool, pool: bool,
+                element_size: int) -> tuple[int, int]:  # fmt: skip
+    """(rows of the conv's output before pooling, rows per band) of :func:`conv3x3` with a listener."""
     n, c, h, w = x_shape
     if upsample:
         h, w = 2 * h, 2 * w
     work, row_bytes = conv_row_work((n, c, h, w), out_channels), n * c * w * element_size
-    return band_count(h, work, device, 2 if pool else 1, row_bytes)
+    return h, rows_per_band(h, work, device, 2 if pool else 1, row_bytes)
+
+
+def conv_units(x_shape: tuple[int, ...], out_channels: int, device: torch.device, *, upsample: bool = False,
+               pool: bool = False, element_size: int = 4) -> int:  # fmt: skip
+    """Progress steps of :func:`conv3x3` for an input of ``x_shape`` (``element_size`` bytes each)."""
+    h, per = _conv_bands(x_shape, out_channels, device, upsample, pool, element_size)
+    return math.ceil(h / per)
 
 
 def _row_map(x: Tensor, fn: Callable[[Tensor], Tensor], out_rows: Callable[[int], int], multiple: int,
