@@ -331,9 +331,8 @@ def moments_to_mean_std(moments: Tensor) -> tuple[Tensor, Tensor]:
     mean, second = moments.chunk(2, dim=-1)
     if moments.requires_grad:  # out of place: sqrt's backward needs its own output
         return mean, (second - mean * mean).relu().sqrt()
-    if moments.ndim != 2:
-        return mean, second.sub_(mean * mean).relu_().sqrt_()
-    step = max(1, 2**20 // max(1, mean.shape[1]))  # mean**2 for about 1M values at a time, not a whole map
+    # mean**2 about 1M values at a time (slices along the first dim), not a whole map
+    step = max(1, 2**20 * mean.shape[0] // max(1, mean.numel()))
     for r in range(0, mean.shape[0], step):
         second[r : r + step].sub_(mean[r : r + step] * mean[r : r + step])
     return mean, second.relu_().sqrt_()
