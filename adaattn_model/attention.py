@@ -123,7 +123,7 @@ def prepare_query(query: Tensor, spec: AttentionSpec) -> Tensor:
 def budget_for(device: torch.device, free_bytes: int | None = None) -> int:
     """A workspace size for ``device``: on a GPU a quarter of its free memory, between
     256 MiB and 4 GiB (bigger blocks keep it busy); elsewhere 32 MiB (on the CPU blocks of
-    64-256 MiB were no faster at 512x512, within 5% on 65536 style positions, 1024x1024 exact,
+    64-256 MiB were no faster at 512x512, within 6% on 65536 style positions, 1024x1024 exact,
     and took up to 220 MiB more)."""
     if device.type != "cuda":
         return DEFAULT_BUDGET_BYTES
