@@ -118,6 +118,15 @@ def tensor_to_pil(image: Tensor, alpha: Tensor | None = None) -> Image.Image:
     return Image.fromarray(np.dstack([array, a]), "RGBA")
 
 
+# PNG at zlib level 4 (ComfyUI's choice): 2-3x faster to write than PIL's 6, files about 1% larger.
+SAVE_OPTIONS = {
+    ".jpg": {"quality": 95},
+    ".jpeg": {"quality": 95},
+    ".webp": {"quality": 95},
+    ".png": {"compress_level": 4},
+}
+
+
 def save_image(image: Tensor, path: str | os.PathLike, alpha: Tensor | None = None) -> Path:
     """Write RGB [1|,3,H,W] in [0,1] atomically; the format follows the suffix.
 
@@ -128,8 +137,7 @@ def save_image(image: Tensor, path: str | os.PathLike, alpha: Tensor | None = No
     if suffix not in IMAGE_SUFFIXES:
         raise ImageError(f"{path}: unsupported output format; use one of {', '.join(IMAGE_SUFFIXES)}")
     pil = tensor_to_pil(image, alpha if suffix in ALPHA_SUFFIXES else None)
-    # PNG at zlib level 4 (ComfyUI's choice): 2-3x faster to write than PIL's 6, files about 1% larger.
-    options = {"quality": 95} if suffix in (".jpg", ".jpeg", ".webp") else {"compress_level": 4} if suffix == ".png" else {}
+    options = SAVE_OPTIONS.get(suffix, {})
     with atomic_output(path) as tmp:
         pil.save(tmp, format=Image.registered_extensions()[suffix], **options)
     return path
