@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -135,6 +136,12 @@ def test_python_dash_m_entry_point(tmp_path):
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().endswith("nope.safetensors: no such file")
+    # the entry point ends the process itself: what a command printed to a pipe (block-buffered unless
+    # PYTHONUNBUFFERED says otherwise) must still arrive
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    shown = subprocess.run([sys.executable, "-m", "adaattn_model", "info", "--models"], capture_output=True,
+                           text=True, env=env)  # fmt: skip
+    assert shown.returncode == 0 and shown.stdout.strip(), shown.stderr
 
 
 def test_stylize_drives_its_bar_from_engine_steps(models_dir, tmp_path, monkeypatch):
