@@ -24,14 +24,14 @@ os.environ["ADAATTN_NO_FETCH"] = "1"  # tests never download on first use (subpr
 INPUTS = ROOT / "assets" / "inputs"  # licensed photos and paintings shipped with the project
 
 
-def wait_until(predicate, timeout: float = 30.0, what: str = "the condition") -> None:
-    """Poll ``predicate`` until it holds; fail after a deadline meant never to be reached (never a fixed wait:
-    a busy machine only makes the poll take longer)."""
+def wait_until(predicate, timeout: float = 30.0, what: str = "the condition", interval: float = 0.01) -> None:
+    """Poll ``predicate`` every ``interval`` seconds until it holds; fail after a deadline meant never to be
+    reached (never a fixed wait: a busy machine only makes the poll take longer)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what} after {timeout:g}s")
-        time.sleep(0.01)
+        time.sleep(interval)
 
 
 def python_m(module: str, *args) -> list[str]:

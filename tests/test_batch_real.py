@@ -16,11 +16,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 from adaattn_model.models_folder import default_models_dir
 from adaattn_model.tools.fetch import installed
@@ -96,19 +96,20 @@ class RealServer:
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                          start_new_session=True)  # fmt: skip
 
+    def answers(self) -> bool:
+        if self.proc.poll() is not None:
+            pytest.fail(f"ComfyUI exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/system_stats", timeout=5) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
     def wait_ready(self, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"ComfyUI exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/system_stats", timeout=5) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(1)
-        pytest.fail(f"ComfyUI did not answer within {timeout}s:\n{self.log.read_text()[-3000:]}")
+        try:
+            wait_until(self.answers, timeout, "ComfyUI to answer", interval=0.5)
+        except AssertionError as error:
+            pytest.fail(f"{error}:\n{self.log.read_text()[-3000:]}")
 
     def kill(self) -> None:
         """A crash: SIGKILL, no goodbye."""
@@ -173,20 +174,31 @@ def test_grid_over_two_servers_one_killed_mid_batch(servers, tmp_path):
                     "--content", *(INPUTS / c for c in CONTENTS), "--style", *(INPUTS / s for s in STYLES),
                     "-o", out, "--server", a.url, "--server", b.url,
                     "--set", "AdaAttN Stylize.style_max_side=256", "--job-timeout", "600")  # fmt: skip
-    t0 = time.monotonic()
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     killed_with = None
     manifest = out / "adaattn_batch.json"
-    while proc.poll() is None and killed_with is None and time.monotonic() - t0 < 600:
-        time.sleep(0.2)
+
+    def b_killed_mid_batch() -> bool:
+        """Kill B once one of its jobs is done and another queued or running there; also stop when the batch
+        ended first (the assertion below then says B never got there)."""
+        nonlocal killed_with
+        if proc.poll() is not None:
+            return True
         try:
             jobs = json.loads(manifest.read_text())["jobs"]
         except (OSError, ValueError, KeyError):
-            continue
+            return False
         on_b = {k: j["state"] for k, j in jobs.items() if j.get("server") == b.url}
         if "done" in on_b.values() and "submitted" in on_b.values():
-            b.kill()  # mid-batch: one job of B's finished, another one queued or running there
+            b.kill()
             killed_with = on_b
+        return killed_with is not None
+
+    try:
+        wait_until(b_killed_mid_batch, 600, "server B to have a finished and an unfinished job", interval=0.2)
+    except AssertionError:
+        proc.kill()
+        raise
     log = proc.communicate(timeout=600)[0]
     print(f"\n--- batch (server B {b.url} killed when its jobs were {killed_with}) ---\n{log}")
     assert killed_with, "server B never had a finished and an unfinished job at once"
