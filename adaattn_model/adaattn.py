@@ -224,10 +224,30 @@ def attention_statistics(
                     )
         del query  # before the statistics' maps are written
         m, sd = moments_to_mean_std(moments)
+        if spec.global_share:
+            whole_mean, whole_std = moments_to_mean_std(uniform_moments(banks, weights))
+            m, sd = torch.lerp(m, whole_mean, spec.global_share), torch.lerp(sd, whole_std, spec.global_share)
         mean[b].view(channels, -1).copy_(m.t())  # no transposed temporary
         std[b].view(channels, -1).copy_(sd.t())
         coverage[b] = cover.view(1, *size)
     return LayerStatistics(mean, std, coverage)
+
+
+def uniform_moments(banks: Sequence[StyleBank], weights: Sequence[Tensor]) -> Tensor:
+    """The moments [v, v**2] that uniform attention gives (AdaIN's whole-style statistics):
+    each bank's mean over its positions (weighted by its style mask), mixed across banks by
+    the per-position source weights. [1, 2C] for one bank, else [n_c, 2C]."""
+
+    def whole(bank: StyleBank) -> Tensor:
+        if bank.column_weight is None:
+            return bank.values.mean(dim=0, keepdim=True)
+        w = bank.column_weight.to(bank.values)
+        return (w @ bank.values)[None] / w.sum()
+
+    if len(banks) == 1:
+        return whole(banks[0])
+    total = torch.stack(list(weights)).sum(dim=0).clamp_min(1e-12)
+    return sum((w / total)[:, None] * whole(bank) for bank, w in zip(banks, weights))
 
 
 def apply_statistics(

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -46,16 +46,25 @@ SUBNORMAL_LOGIT = math.log(torch.finfo(torch.float32).tiny)
 
 @dataclass(frozen=True)
 class AttentionSpec:
-    """An attention variant; ``temperature`` divides the logits of the softmax kinds."""
+    """An attention variant; ``temperature`` divides the logits of the softmax kinds.
+
+    ``global_share`` in [0, 1] moves each position's attended mean and std that share of
+    the way to the whole style's mean and std (uniform attention, which is AdaIN): 0 is
+    AdaAttN as published; the training-free family uses it because its AdaIN decoder was
+    trained on globally normalised features.
+    """
 
     kind: str = "softmax"
     temperature: float = 1.0
+    global_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in ATTENTION_KINDS:
             raise ValueError(f"unknown attention {self.kind!r}; expected one of {', '.join(ATTENTION_KINDS)}")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise ValueError(f"attention temperature must be a positive number, got {self.temperature}")
+        if not 0.0 <= self.global_share <= 1.0:
+            raise ValueError(f"global_share must be in [0, 1], got {self.global_share}")
 
     @property
     def normalized(self) -> bool:
@@ -68,23 +77,28 @@ KIND_TEMPERATURE = {"softmax": 1.0, "cosine": 1.0, "cosine_softmax": 0.03}
 
 
 def resolve_attention(
-    default: AttentionSpec, kind: str | None = None, temperature: float | None = None
+    default: AttentionSpec,
+    kind: str | None = None,
+    temperature: float | None = None,
+    global_share: float | None = None,
 ) -> AttentionSpec:
     """The one rule for the attention a run uses, given a family's ``default`` variant.
 
     Nothing chosen (``kind`` None or "auto"): the family's default, temperature included. A
     chosen ``kind`` other than the family's gets that kind's own temperature
     (:data:`KIND_TEMPERATURE`), never the family's. An explicit ``temperature`` (not None,
-    not 0) always wins.
+    not 0) always wins. ``global_share`` None keeps the family's, whatever the kind (it is
+    about the family's decoder, not the attention kind).
     """
     kind = default.kind if kind in (None, "auto") else kind
+    share = default.global_share if global_share is None else float(global_share)
     if temperature:
-        return AttentionSpec(kind, float(temperature))
+        return AttentionSpec(kind, float(temperature), share)
     if kind == default.kind:
-        return default
+        return replace(default, global_share=share)
     if kind not in KIND_TEMPERATURE:
         raise ValueError(f"unknown attention {kind!r}; expected one of {', '.join(ATTENTION_KINDS)}")
-    return AttentionSpec(kind, KIND_TEMPERATURE[kind])
+    return AttentionSpec(kind, KIND_TEMPERATURE[kind], share)
 
 
 @dataclass(frozen=True)

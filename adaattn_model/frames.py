@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from .adaattn import LayerStatistics, StyleSource, apply_statistics, attention_statistics
+from .detail import restore_detail
 from .encoding_cache import EncodingCache
 from .forecast import encode_units, stylize_units
 from .functional import calc_mean_std, crop_padding, padded_size
@@ -181,6 +182,7 @@ def stylize_frames(
     """
     family = model.family
     layers, spec = chosen_layers(model, options)
+    detail = options.detail_for(family)
     if options.color != "none":
         raise ValueError(f"the frame path has no colour modes; got color={options.color!r}")
     if isinstance(sources, (Tensor, Style)) or not all(isinstance(s, StyleSource) for s in sources):
@@ -219,6 +221,8 @@ def stylize_frames(
                 norm = shared_normalization(feature, layer_state, stabilizer.shared_normalization, cuts)
             feats[layer] = apply_statistics(feature, stats, strength=options.alpha, normalization=norm)
         out = crop_padding(model.decode(feats, progress=progress), encoded.pads)
+        if detail:
+            out = restore_detail(out, frames[start:stop].to(out.device), detail)
         state.layers, state.cut = advanced.layers, advanced.cut
         yield out
         if callback is not None:

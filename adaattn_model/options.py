@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -31,7 +31,11 @@ class StylizeOptions:
     the convolutional stages in tiles of this many pixels (a multiple of 16; exact, see
     :mod:`~adaattn_model.tiling`); None tiles only when an untiled run's activations
     would exceed ``memory_limit_bytes`` (None: :func:`~adaattn_model.tiling.memory_limit`
-    of the device), 0 never tiles.
+    of the device), 0 never tiles. ``global_share``: how far each position's attended
+    statistics move to the whole style's (0..1, see
+    :class:`~adaattn_model.attention.AttentionSpec`); ``detail``: share of the content's
+    fine luma detail put back after decoding (0..1, :mod:`~adaattn_model.detail`); None
+    takes the family's default for either (lite: 0.7 and 0.6, the authors' models: 0).
     """
 
     alpha: float = 1.0
@@ -45,6 +49,8 @@ class StylizeOptions:
     style_max_side: int = 0
     tile_size: int | None = None
     memory_limit_bytes: int | None = None
+    global_share: float | None = None
+    detail: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -67,14 +73,23 @@ class StylizeOptions:
             raise ValueError(f"tile size must be >= 0 (0: never tile), got {self.tile_size}")
         if self.memory_limit_bytes is not None and self.memory_limit_bytes <= 0:
             raise ValueError(f"the memory limit must be > 0 bytes, got {self.memory_limit_bytes}")
+        for name in ("global_share", "detail"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
         if self.budget_bytes is not None and self.budget_bytes <= 0:
             raise ValueError(f"the attention memory budget must be > 0 bytes, got {self.budget_bytes}")
 
     def spec_for(self, family: Family) -> AttentionSpec:
         """The attention to run for ``family``, by the one rule of ``resolve_attention``."""
         if isinstance(self.attention, AttentionSpec):
-            return AttentionSpec(self.attention.kind, self.temperature) if self.temperature else self.attention
-        return resolve_attention(family.attention, self.attention, self.temperature)
+            spec = AttentionSpec(self.attention.kind, self.temperature) if self.temperature else self.attention
+            return spec if self.global_share is None else replace(spec, global_share=self.global_share)
+        return resolve_attention(family.attention, self.attention, self.temperature, self.global_share)
+
+    def detail_for(self, family: Family) -> float:
+        """The share of the content's fine luma detail to put back for ``family``."""
+        return family.detail if self.detail is None else self.detail
 
     def budget(self, device: torch.device) -> int:
         return self.budget_bytes if self.budget_bytes is not None else budget_for(device)

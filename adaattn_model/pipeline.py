@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from .adaattn import StyleSource
 from .color import match_color, preserve_luminance
+from .detail import restore_detail_
 from .encoding_cache import DEFAULT_CACHE_BYTES, EncodingCache
 from .features import EncodedImage
 from .forecast import encode_units, stylize_units
@@ -192,6 +193,7 @@ def stylize(
     device, dtype = model_placement(encoder)
     family_layers = model.family.layers
     layers, spec = chosen_layers(model, options)
+    detail = options.detail_for(model.family)
     total, chunk = content.shape[0], max(1, content_chunk)
     n_chunks = math.ceil(total / chunk)
     images = [resize_max_side(s.image, options.style_max_side) for s in styles]
@@ -270,6 +272,8 @@ def stylize(
                 out = crop_padding(out, encoded.pads).float()
                 step(progress, len(layers))
             step(progress)
+            if detail:
+                out = restore_detail_(out, rgb, detail)  # in place: no second full-size image
             if options.color == "luminance":
                 out = preserve_luminance(out.clamp(0, 1), rgb)
                 step(progress)

@@ -8,6 +8,8 @@ any dtype: float64 for the oracle, float32 for the "materialised reference" benc
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -79,8 +81,10 @@ def subsample(k, v, max_sample, seed):
     return k[:, :, index], v[:, :, index]
 
 
-def adaattn(content, style, content_key, style_key, params, *, max_sample, seed, kind="softmax", temperature=1.0):
-    """The reference AdaAttN forward (params None: parameter-free)."""
+def adaattn(content, style, content_key, style_key, params, *, max_sample, seed, kind="softmax", temperature=1.0,
+            global_share=0.0):  # fmt: skip
+    """The reference AdaAttN forward (params None: parameter-free). ``global_share`` moves the
+    attended mean and std that far to the mean and (population) std of all style values."""
     if params is not None:
         q, k, v = conv(content_key, params, "f"), conv(style_key, params, "g"), conv(style, params, "h")
     else:
@@ -104,6 +108,11 @@ def adaattn(content, style, content_key, style_key, params, *, max_sample, seed,
         s = s / (s.sum(dim=-1, keepdim=True) + 1e-5)
     mean = torch.bmm(s, v)
     std = torch.sqrt(F.relu(torch.bmm(s, v**2) - mean**2))
+    if global_share:
+        whole_mean = v.mean(dim=1, keepdim=True)
+        whole_std = torch.sqrt(F.relu((v**2).mean(dim=1, keepdim=True) - whole_mean**2))
+        mean = (1 - global_share) * mean + global_share * whole_mean
+        std = (1 - global_share) * std + global_share * whole_std
     mean = mean.view(b, h, w, -1).permute(0, 3, 1, 2)
     std = std.view(b, h, w, -1).permute(0, 3, 1, 2)
     return std * mvn(content) + mean
@@ -165,12 +174,36 @@ def adain_decoder(sd, x):
     return x
 
 
-def lite_model(vgg, decoder, content, style, *, kind="cosine_softmax", temperature=0.03, seed=6666, exact=True):
-    """Parameter-free AdaAttN at relu4_1 decoded by the AdaIN decoder (the lite family)."""
+def restore_detail(image, content, amount, sigma=1.0):
+    """In YCbCr (BT.601): the output's luma detail (luma minus its Gaussian blur, mirrored
+    borders) swapped by ``amount`` for the content's; chroma kept."""
+    to_ycc = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
+                          dtype=image.dtype)  # fmt: skip
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=image.dtype)
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = (g / g.sum()).view(-1, 1) * (g / g.sum()).view(1, -1)  # the 2-D kernel
+
+    def blur(y):
+        return F.conv2d(F.pad(y, (radius,) * 4, mode="reflect"), g[None, None])
+
+    out = torch.einsum("ij,njhw->nihw", to_ycc, image)
+    y_content = torch.einsum("j,njhw->nhw", to_ycc[0], content)[:, None]
+    y = out[:, :1]
+    out = torch.cat([y + amount * ((y_content - blur(y_content)) - (y - blur(y))), out[:, 1:]], dim=1)
+    return torch.einsum("ij,njhw->nihw", torch.linalg.inv(to_ycc), out)
+
+
+def lite_model(vgg, decoder, content, style, *, kind="cosine_softmax", temperature=0.03, seed=6666, exact=True,
+               global_share=0.0, detail=0.0):  # fmt: skip
+    """Parameter-free AdaAttN at relu4_1 decoded by the AdaIN decoder (the lite family), with
+    the statistics moved ``global_share`` to the whole style's and ``detail`` of the content's
+    fine luma detail put back."""
     cf, sf = vgg_features(vgg, content), vgg_features(vgg, style)
     if sf[0].shape[0] != cf[0].shape[0]:
         sf = [s.expand(cf[0].shape[0], -1, -1, -1) for s in sf]
     limit = float("inf") if exact else 256 * 256
     a4 = adaattn(cf[3], sf[3], key(cf, 3), key(sf, 3), None, max_sample=limit, seed=seed, kind=kind,
-                 temperature=temperature)  # fmt: skip
-    return adain_decoder(decoder, a4)
+                 temperature=temperature, global_share=global_share)  # fmt: skip
+    out = adain_decoder(decoder, a4)
+    return restore_detail(out, content, detail) if detail else out

@@ -3,6 +3,8 @@ command line, the Python API and the Stylize node."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from conftest import rand_images
@@ -11,7 +13,7 @@ from test_nodes import as_image, comfy, load, run  # noqa: F401  (comfy is a fix
 from adaattn_model.attention import AttentionSpec, resolve_attention
 from adaattn_model.encoding_cache import EncodingCache, encoded_bytes, tensor_digest
 from adaattn_model.images import load_image, save_image
-from adaattn_model.model import FAMILIES
+from adaattn_model.model import FAMILIES, LITE_DETAIL, LITE_GLOBAL_SHARE
 from adaattn_model.pipeline import Style, StylizeOptions, Stylizer, stylize
 from adaattn_model.progress import Progress
 from adaattn_model.sampling import Sampling
@@ -23,12 +25,12 @@ from adaattn_model.tools.cli import main
 @pytest.mark.parametrize(
     "family, kind, temperature, want",
     [
-        ("lite", None, None, AttentionSpec("cosine_softmax", 0.03)),
-        ("lite", "auto", 0.0, AttentionSpec("cosine_softmax", 0.03)),
-        ("lite", "softmax", None, AttentionSpec("softmax", 1.0)),  # not lite's 0.03
-        ("lite", "softmax", 0.5, AttentionSpec("softmax", 0.5)),
-        ("lite", "cosine", None, AttentionSpec("cosine", 1.0)),
-        ("lite", None, 0.1, AttentionSpec("cosine_softmax", 0.1)),
+        ("lite", None, None, AttentionSpec("cosine_softmax", 0.03, LITE_GLOBAL_SHARE)),
+        ("lite", "auto", 0.0, AttentionSpec("cosine_softmax", 0.03, LITE_GLOBAL_SHARE)),
+        ("lite", "softmax", None, AttentionSpec("softmax", 1.0, LITE_GLOBAL_SHARE)),  # not lite's 0.03
+        ("lite", "softmax", 0.5, AttentionSpec("softmax", 0.5, LITE_GLOBAL_SHARE)),
+        ("lite", "cosine", None, AttentionSpec("cosine", 1.0, LITE_GLOBAL_SHARE)),  # the share is the family's
+        ("lite", None, 0.1, AttentionSpec("cosine_softmax", 0.1, LITE_GLOBAL_SHARE)),
         ("official-image", None, None, AttentionSpec("softmax", 1.0)),
         ("official-image", "cosine_softmax", None, AttentionSpec("cosine_softmax", 0.03)),
         ("official-image", None, 2.0, AttentionSpec("softmax", 2.0)),
@@ -40,6 +42,21 @@ def test_one_attention_rule(family, kind, temperature, want):
     default = FAMILIES[family].attention
     assert resolve_attention(default, kind, temperature) == want
     assert StylizeOptions(attention=kind, temperature=temperature).spec_for(FAMILIES[family]) == want
+    # a global share given wins over the family's, with any kind and temperature
+    shared = replace(want, global_share=0.25)
+    assert resolve_attention(default, kind, temperature, 0.25) == shared
+    assert StylizeOptions(attention=kind, temperature=temperature, global_share=0.25).spec_for(FAMILIES[family]) == shared
+
+
+def test_family_defaults_for_share_and_detail():
+    lite, official = FAMILIES["lite"], FAMILIES["official-image"]
+    assert (lite.attention.global_share, lite.detail) == (LITE_GLOBAL_SHARE, LITE_DETAIL)
+    assert all(FAMILIES[f].attention.global_share == 0 and FAMILIES[f].detail == 0
+               for f in ("official-image", "official-video"))  # fmt: skip
+    assert StylizeOptions().detail_for(lite) == LITE_DETAIL and StylizeOptions().detail_for(official) == 0
+    assert StylizeOptions(detail=0.0).detail_for(lite) == 0 and StylizeOptions(detail=0.3).detail_for(official) == 0.3
+    explicit = StylizeOptions(attention=AttentionSpec("softmax", 0.2), global_share=0.4).spec_for(lite)
+    assert explicit == AttentionSpec("softmax", 0.2, 0.4)
 
 
 def test_an_attention_spec_is_taken_as_given_unless_a_temperature_is_set():
@@ -58,6 +75,8 @@ def test_an_attention_spec_is_taken_as_given_unless_a_temperature_is_set():
         ({"blend": "add"}, "unknown blend mode 'add'"),
         ({"style_max_side": -1}, "style_max_side must be >= 0"),
         ({"budget_bytes": 0}, "memory budget must be > 0"),
+        ({"global_share": 1.5}, "global_share must be in \\[0, 1\\]"),
+        ({"detail": -0.1}, "detail must be in \\[0, 1\\]"),
     ],
 )
 def test_bad_options_are_one_line_errors(kw, message):
@@ -310,7 +329,7 @@ def test_softmax_on_lite_runs_at_temperature_one_everywhere(comfy, release, file
     folder, content, style = files
     loaded = load(pack)
     api = {t: pixels(stylize(loaded.model, loaded.stylizer.encoder, content, style,
-                             options=StylizeOptions(attention=AttentionSpec("softmax", t))))
+                             options=StylizeOptions(attention=AttentionSpec("softmax", t, LITE_GLOBAL_SHARE))))
            for t in (1.0, 0.03)}  # fmt: skip
     assert not torch.equal(api[1.0], api[0.03])  # the test can tell the two apart
     out = folder / "cli.png"

@@ -13,6 +13,7 @@ from conftest import double_state, rand_images
 
 from adaattn_model.adaattn import StyleSource
 from adaattn_model.features import from_taps
+from adaattn_model.model import LITE_DETAIL, LITE_GLOBAL_SHARE
 from adaattn_model.pipeline import StylizeOptions, Stylizer, decode_image, encode_content, stylize_features
 from adaattn_model.sampling import Sampling
 from adaattn_model.vgg import TAPS
@@ -118,10 +119,15 @@ def test_video_model_matches_reference(release, models, content_shape):
 
 
 @pytest.mark.parametrize(
-    "kind, chosen, temperature",
-    [("auto", None, 0.03), ("cosine_softmax", 0.1, 0.1), ("softmax", None, 1.0)],  # the rule's defaults, too
+    "kind, chosen, temperature, share, detail",
+    [
+        ("auto", None, 0.03, None, None),  # the family's defaults: share and detail included
+        ("cosine_softmax", 0.1, 0.1, 0.0, 0.0),  # AdaAttN as published
+        ("softmax", None, 1.0, 0.3, 1.0),
+        ("auto", None, 0.03, 1.0, 0.0),  # uniform attention
+    ],
 )
-def test_lite_model_matches_its_oracle(release, models, kind, chosen, temperature):
+def test_lite_model_matches_its_oracle(release, models, kind, chosen, temperature, share, detail):
     content, style = rand_images(1, 3, 48, 64, seed=9), rand_images(1, 3, 80, 80, seed=10)
     s = release["states"]
     ref = oracle.lite_model(
@@ -131,8 +137,11 @@ def test_lite_model_matches_its_oracle(release, models, kind, chosen, temperatur
         style.double(),
         kind="cosine_softmax" if kind == "auto" else kind,
         temperature=temperature,
+        global_share=LITE_GLOBAL_SHARE if share is None else share,
+        detail=LITE_DETAIL if detail is None else detail,
     )
-    ours = run(models, "lite", content, style, "exact", attention=kind, temperature=chosen)
+    ours = run(models, "lite", content, style, "exact", attention=kind, temperature=chosen, global_share=share,
+               detail=detail)  # fmt: skip
     assert_parity(ours, ref)
 
 
