@@ -67,6 +67,7 @@ def _add_stylize(sub) -> None:
                         "for cosine_softmax; the model's own without --attention)")  # fmt: skip
     g.add_argument("--sampling", choices=SAMPLING_MODES, default="exact",
                    help="exact: every style position (default); official: the reference's random subset")
+    add_look_arguments(g)
     g.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of official sampling (default {DEFAULT_SEED})")
     g.add_argument("--blend", choices=("mix", "match"),
                    help="blend all styles into one result per content (default: one result per style)")
@@ -106,6 +107,16 @@ def _add_eval(sub) -> None:
     p.add_argument("--json", type=Path, metavar="FILE", help="where to write the JSON (default: RESULTS/metrics.json)")
     p.add_argument("--models", type=Path, metavar="DIR", help="folder with the VGG encoder (default: fetch folder)")
     _add_no_fetch(p)
+
+
+def add_look_arguments(group) -> None:
+    """--global-share and --detail, shared by stylize and stylize-video."""
+    group.add_argument("--global-share", type=float, metavar="S",
+                       help="how far each position's attended style statistics move to the whole style's, 0..1 "
+                            "(0: AdaAttN as published; default: the model's, 0.7 for lite, 0 for the authors')")
+    group.add_argument("--detail", type=float, metavar="D",
+                       help="share of the content's fine luma detail put back after decoding, 0..1 (default: the "
+                            "model's, 0.6 for lite, 0 for the authors')")  # fmt: skip
 
 
 def _add_no_fetch(parser) -> None:

