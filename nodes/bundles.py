@@ -58,6 +58,7 @@ class Features:
     encoded: EncodedImage  # on the intermediate device
     role: str
     stylised: dict[str, Tensor] = field(default_factory=dict)
+    image: Tensor | None = None  # content: the RGB images encoded [N,3,H,W], for the detail step of Decode
 
     @property
     def batch(self) -> int:

@@ -56,6 +56,32 @@ STYLE_MAX_SIDE_INPUT = (
      "scale of the brush strokes; the authors' models saw 512."},
 )  # fmt: skip
 
+# How far the attended statistics move to the whole style's, and how much of the content's fine
+# detail comes back: optional widgets (saved workflows without them keep loading), -1 = the model's own.
+MODEL_DEFAULT = -1.0
+
+
+def share_input(tooltip: str) -> tuple:
+    """A 0..1 share widget whose -1 setting means the model's own."""
+    return ("FLOAT", {"default": MODEL_DEFAULT, "min": MODEL_DEFAULT, "max": 1.0, "step": 0.05, "advanced": True,
+                      "tooltip": tooltip})  # fmt: skip
+
+
+GLOBAL_SHARE_INPUT = share_input(
+    "How far each position's attended style statistics move to the whole style's (0 = AdaAttN as published, "
+    "1 = AdaIN). -1 = the model's own: 0.7 for lite, 0 for the authors' models."
+)
+DETAIL_INPUT = share_input(
+    "Share of the content's fine luma detail put back after decoding (faces, edges, lettering stay crisp; "
+    "0 = none). -1 = the model's own: 0.6 for lite, 0 for the authors' models."
+)
+
+
+def model_default(value: float) -> float | None:
+    """A share widget's value for the core: None (the model's own) for the -1 setting."""
+    return None if value < 0 else float(value)
+
+
 # The attention widgets, in the order every node shows them.
 ATTENTION_INPUTS = {
     "attention": ATTENTION_INPUT,
@@ -65,9 +91,10 @@ ATTENTION_INPUTS = {
 }
 
 
-def attention_spec(family: Family, name: str, temperature: float) -> AttentionSpec:
-    """The attention widgets' choice for ``family`` ("auto" and temperature 0: the defaults), by the engine's rule."""
-    return resolve_attention(family.attention, name, temperature)
+def attention_spec(family: Family, name: str, temperature: float, global_share: float = MODEL_DEFAULT) -> AttentionSpec:
+    """The attention widgets' choice for ``family`` ("auto", temperature 0 and share -1: the defaults), by the
+    engine's rule."""
+    return resolve_attention(family.attention, name, temperature, model_default(global_share))
 
 
 def make_sampling(mode: str, seed: int) -> Sampling:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..adaattn_model.adaattn import StyleSource, adaattn_layer
+from ..adaattn_model.detail import restore_detail
 from ..adaattn_model.features import ATTENTION_LAYERS, EncodedImage
 from ..adaattn_model.functional import batch_item
 from ..adaattn_model.images import resize_max_side
@@ -13,6 +14,9 @@ from . import host
 from .bundles import CATEGORY, CONTENT_TYPE, EITHER_TYPE, STYLE_TYPE, BlendPart, Features, LoadedModel, StyleBlend
 from .common import (
     ATTENTION_INPUTS,
+    DETAIL_INPUT,
+    GLOBAL_SHARE_INPUT,
+    MODEL_DEFAULT,
     MODEL_INPUT,
     STRENGTH_INPUT,
     STYLE_MAX_SIDE_INPUT,
@@ -79,7 +83,7 @@ def encode_images(model: LoadedModel, image, role: str, max_side: int) -> Featur
         parts.append(encoded.to(where))
 
     run_in_chunks(rgb.shape[0], 1, step)
-    return Features(EncodedImage.cat(parts), role)
+    return Features(EncodedImage.cat(parts), role, image=rgb.to(where) if role == "content" else None)
 
 
 IMAGE_TO_ENCODE = ("IMAGE", {"tooltip": "Images to encode (a batch is encoded image by image)."})
@@ -198,11 +202,12 @@ class AdaAttNAttention:
                                  "features (0), over the content image."}),  # fmt: skip
                 "style_mask": ("MASK", {"tooltip": "Which part of the style image to take style from (1), "
                                "over the style image. Single styles only."}),  # fmt: skip
+                "global_share": GLOBAL_SHARE_INPUT,
             },
         }
 
     def apply(self, model: LoadedModel, content, style, layer, attention, temperature, sampling, sample_seed,
-              strength, content_mask=None, style_mask=None):  # fmt: skip
+              strength, content_mask=None, style_mask=None, global_share=MODEL_DEFAULT):  # fmt: skip
         family = model.family
         if layer not in family.layers:
             raise ValueError(
@@ -216,7 +221,7 @@ class AdaAttNAttention:
         for part in parts:
             if layer not in part.style.encoded.features:
                 raise ValueError(f"the style features lack {layer}: encode the style with the same model")
-        spec = attention_spec(family, attention, temperature)
+        spec = attention_spec(family, attention, temperature, global_share)
         region = fit_mask(content_mask, content.encoded.size, batch, "content_mask")
         first = parts[0].style
         mask = fit_mask(style_mask, first.encoded.size, first.batch, "style_mask")
@@ -274,11 +279,15 @@ class AdaAttNDecode:
                 "model": MODEL_INPUT,
                 "features": (CONTENT_TYPE, {"tooltip": "Content features after one or more AdaAttN Attention "
                              "nodes (layers not stylised keep the content)."}),  # fmt: skip
-            }
+            },
+            "optional": {"detail": DETAIL_INPUT},
         }
 
-    def decode(self, model: LoadedModel, features):
+    def decode(self, model: LoadedModel, features, detail=MODEL_DEFAULT):
         features = check_content(features, model, "features")
+        amount = model.family.detail if detail < 0 else float(detail)
+        if amount > 1:
+            raise ValueError(f"detail must be in [0, 1] (or -1 for the model's own), got {detail}")
         device = host.load(model.patcher, activation_bytes(*features.encoded.size))
         where, dtype = host.intermediate()
         images = []
@@ -286,6 +295,8 @@ class AdaAttNDecode:
         def step(start: int, stop: int) -> None:
             layers = {layer: features.layer(layer)[start:stop].to(device) for layer in model.family.layers}
             rgb = decode_image(model.model, layers, features.encoded.take(slice(start, stop)))
+            if amount and features.image is not None:  # the content's own detail, as the Stylize node does
+                rgb = restore_detail(rgb, features.image[start:stop].to(rgb.device), amount)
             images.append(rgb_to_image(rgb, where, dtype))
 
         run_in_chunks(features.batch, 1, step)

@@ -11,12 +11,16 @@ from . import host
 from .bundles import CATEGORY, LoadedModel
 from .common import (
     ATTENTION_INPUTS,
+    DETAIL_INPUT,
+    GLOBAL_SHARE_INPUT,
+    MODEL_DEFAULT,
     MODEL_INPUT,
     STRENGTH_INPUT,
     STYLE_MAX_SIDE_INPUT,
     activation_bytes,
     attention_budget,
     make_sampling,
+    model_default,
     run_in_chunks,
 )
 from .progress import node_progress
@@ -58,9 +62,10 @@ TILE_SIZE_INPUT = (
 
 
 def options_for(device, attention, temperature, sampling, sample_seed, strength, style_max_side=0,
-                color="none", tile_size=0) -> StylizeOptions:  # fmt: skip
+                color="none", tile_size=0, global_share=MODEL_DEFAULT, detail=MODEL_DEFAULT) -> StylizeOptions:  # fmt: skip
     """The widgets' values as the core's options (the attention resolved by the engine's one rule).
-    ``tile_size`` 0 tiles only when the image needs more than half of the free GPU memory."""
+    ``tile_size`` 0 tiles only when the image needs more than half of the free GPU memory;
+    ``global_share`` and ``detail`` -1 take the model's own."""
     limit = host.free_memory(device) // 2 if device.type == "cuda" else None
     return StylizeOptions(
         tile_size=tile_size or None,
@@ -72,6 +77,8 @@ def options_for(device, attention, temperature, sampling, sample_seed, strength,
         budget_bytes=attention_budget(device),
         color=color,
         style_max_side=style_max_side,
+        global_share=model_default(global_share),
+        detail=model_default(detail),
     )
 
 
@@ -102,11 +109,14 @@ class AdaAttNStylize:
             "optional": {
                 "mask": ("MASK", {"tooltip": "Where to stylise (1) and where to keep the content (0)."}),
                 "tile_size": TILE_SIZE_INPUT,
+                "global_share": GLOBAL_SHARE_INPUT,
+                "detail": DETAIL_INPUT,
             },
         }
 
     def stylize(self, model: LoadedModel, content, style, strength, style_max_side, preserve_color, attention,
-                temperature, sampling, sample_seed, mask=None, tile_size=0):  # fmt: skip
+                temperature, sampling, sample_seed, mask=None, tile_size=0, global_share=MODEL_DEFAULT,
+                detail=MODEL_DEFAULT):  # fmt: skip
         if preserve_color not in COLOR_MODES:
             raise ValueError(f"preserve_color must be one of {', '.join(COLOR_MODES)}")
         contents = image_to_rgb(content, "content")
@@ -121,7 +131,7 @@ class AdaAttNStylize:
         device = host.load(model.patcher, activation_bytes(*contents.shape[-2:]))
         where, dtype = host.intermediate()
         options = options_for(device, attention, temperature, sampling, sample_seed, strength, style_max_side,
-                              preserve_color, tile_size)  # fmt: skip
+                              preserve_color, tile_size, global_share, detail)  # fmt: skip
         # The model's own cache: a re-run with other sliders (strength, attention, mask...) skips the encoder.
         out = model.stylizer.stylize(contents, styles, mask=region, options=options, progress=node_progress(),
                                      output_device=where)  # fmt: skip
@@ -157,18 +167,22 @@ class AdaAttNStylizeFrames:
             },
             "optional": {
                 "scene_cut_threshold": CUT_INPUT,
+                "global_share": GLOBAL_SHARE_INPUT,
+                "detail": DETAIL_INPUT,
             },
         }
 
     def stylize(self, model: LoadedModel, frames, style, strength, style_max_side, attention, temperature, sampling,
                 sample_seed, temporal_smoothing, change_threshold, shared_normalization, frames_per_chunk,
-                scene_cut_threshold=DEFAULT_STABILIZER.cut_threshold):  # fmt: skip
+                scene_cut_threshold=DEFAULT_STABILIZER.cut_threshold, global_share=MODEL_DEFAULT,
+                detail=MODEL_DEFAULT):  # fmt: skip
         clip = image_to_rgb(frames, "frames")
         style_rgb = image_to_rgb(style, "style")[:1]
         stabilizer = Stabilizer(temporal_smoothing, change_threshold, shared_normalization, scene_cut_threshold)
         device = host.load(model.patcher, activation_bytes(*clip.shape[-2:], batch=frames_per_chunk))
         where, dtype = host.intermediate()
-        options = options_for(device, attention, temperature, sampling, sample_seed, strength, style_max_side)
+        options = options_for(device, attention, temperature, sampling, sample_seed, strength, style_max_side,
+                              global_share=global_share, detail=detail)  # fmt: skip
         stylizer = model.stylizer
         sources = style_sources(stylizer.model, stylizer.encoder, style_rgb, options, cache=stylizer.cache)
         host.check_interrupt()

@@ -15,7 +15,16 @@ from ..adaattn_model.video_io import VideoReader, Window
 from ..adaattn_model.video_stream import stylize_video
 from . import host
 from .bundles import CATEGORY, LoadedModel
-from .common import ATTENTION_INPUTS, MODEL_INPUT, STRENGTH_INPUT, STYLE_MAX_SIDE_INPUT, activation_bytes
+from .common import (
+    ATTENTION_INPUTS,
+    DETAIL_INPUT,
+    GLOBAL_SHARE_INPUT,
+    MODEL_DEFAULT,
+    MODEL_INPUT,
+    STRENGTH_INPUT,
+    STYLE_MAX_SIDE_INPUT,
+    activation_bytes,
+)
 from .progress import node_progress
 from .stylize import CUT_INPUT, STABILIZER_INPUTS, options_for
 from .tensors import image_to_rgb
@@ -72,12 +81,13 @@ class AdaAttNStylizeVideo:
                         "tooltip": "Shrink frames so the longer side is at most this (0 = keep the size).",
                     },
                 ),
-            }
+            },
+            "optional": {"global_share": GLOBAL_SHARE_INPUT, "detail": DETAIL_INPUT},
         }
 
     def stylize(self, model: LoadedModel, video, style, strength, style_max_side, attention, temperature, sampling,
                 sample_seed, temporal_smoothing, change_threshold, shared_normalization, scene_cut_threshold,
-                frames_per_chunk, max_side):  # fmt: skip
+                frames_per_chunk, max_side, global_share=MODEL_DEFAULT, detail=MODEL_DEFAULT):  # fmt: skip
         if InputImpl is None:
             raise RuntimeError("AdaAttN Stylize Video needs ComfyUI's video API (comfy_api); update ComfyUI")
         stabilizer = Stabilizer(temporal_smoothing, change_threshold, shared_normalization, scene_cut_threshold)
@@ -87,7 +97,8 @@ class AdaAttNStylizeVideo:
         scale = min(1.0, max_side / max(info.width, info.height)) if max_side else 1.0
         height, width = round(info.height * scale), round(info.width * scale)
         device = host.load(model.patcher, activation_bytes(height, width, batch=frames_per_chunk))
-        options = options_for(device, attention, temperature, sampling, sample_seed, strength, style_max_side)
+        options = options_for(device, attention, temperature, sampling, sample_seed, strength, style_max_side,
+                              global_share=global_share, detail=detail)  # fmt: skip
         stylizer = model.stylizer  # the style through the core, from the loaded model's cache
         sources = style_sources(stylizer.model, stylizer.encoder, image_to_rgb(style, "style")[:1], options,
                                 cache=stylizer.cache)  # fmt: skip

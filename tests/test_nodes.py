@@ -60,14 +60,14 @@ def as_image(rgb):
 PACK_TYPES = {"ADAATTN_MODEL", "ADAATTN_CONTENT", "ADAATTN_STYLE"}
 # Widgets most users never change: shown under the node's advanced inputs.
 ADVANCED = {
-    "AdaAttNStylize": {"temperature", "sampling", "sample_seed", "tile_size"},
+    "AdaAttNStylize": {"temperature", "sampling", "sample_seed", "tile_size", "global_share", "detail"},
     "AdaAttNStylizeFrames": {"temperature", "sampling", "sample_seed", "change_threshold", "shared_normalization",
-                             "scene_cut_threshold", "frames_per_chunk"},
-    "AdaAttNAttention": {"temperature", "sampling", "sample_seed"},
+                             "scene_cut_threshold", "frames_per_chunk", "global_share", "detail"},
+    "AdaAttNAttention": {"temperature", "sampling", "sample_seed", "global_share"},
     "AdaAttNEncodeContent": {"max_side"},
     "AdaAttNEncodeStyle": set(),
     "AdaAttNBlendStyles": set(),
-    "AdaAttNDecode": set(),
+    "AdaAttNDecode": {"detail"},
     "AdaAttNColorTransfer": set(),
     "AdaAttNLoadFrames": set(),
     "AdaAttNMetrics": {"long_range", "style_max_side"},
@@ -166,7 +166,8 @@ def test_call_node_fills_defaults_and_rejects_unknown_inputs(comfy):
     cls = pack.NODE_CLASS_MAPPINGS["AdaAttNAttention"]
     kwargs = node_inputs(cls, model="m", content="c", style="s", strength=0.5)
     assert kwargs == {"model": "m", "content": "c", "style": "s", "layer": "relu4_1", "attention": "auto",
-                      "temperature": 0.0, "sampling": "exact", "sample_seed": 6666, "strength": 0.5}  # fmt: skip
+                      "temperature": 0.0, "sampling": "exact", "sample_seed": 6666, "strength": 0.5,
+                      "global_share": -1.0}  # fmt: skip
     with pytest.raises(TypeError, match="needs its required input 'style'"):
         node_inputs(cls, model="m", content="c")
     with pytest.raises(TypeError, match="has no input streng"):
