@@ -245,6 +245,27 @@ def test_composable_graph_equals_all_in_one(comfy):
     assert host.loads and all(force for _, _, force in host.loads)  # placed through the memory manager
 
 
+def test_composable_graph_equals_all_in_one_with_lites_share_and_detail(comfy):
+    """lite's defaults reach both paths: the share in Attention, the content's detail in Decode."""
+    pack, _ = comfy
+    model = load(pack)
+    content = as_image(rand_images(1, 3, 40, 56, seed=3))
+    style = as_image(rand_images(1, 3, 48, 48, seed=4))
+    c, s = encode(pack, model, content, style)
+    stylised = run(pack, "AdaAttNAttention", model=model, content=c, style=s)
+    composed = run(pack, "AdaAttNDecode", model=model, features=stylised)
+    direct = run(pack, "AdaAttNStylize", model=model, content=content, style=style, style_max_side=0)
+    torch.testing.assert_close(composed, direct)
+    plain = run(pack, "AdaAttNStylize", model=model, content=content, style=style, style_max_side=0,
+                global_share=0.0, detail=0.0)  # fmt: skip
+    no_detail = run(pack, "AdaAttNDecode", model=model, detail=0.0,
+                    features=run(pack, "AdaAttNAttention", model=model, content=c, style=s, global_share=0.0))  # fmt: skip
+    torch.testing.assert_close(no_detail, plain)
+    assert (plain - direct).abs().max() > 1e-2  # the defaults change the picture
+    with pytest.raises(ValueError, match="detail must be in"):
+        run(pack, "AdaAttNDecode", model=model, features=stylised, detail=1.5)
+
+
 def test_deprecated_two_way_encode_equals_the_typed_encoders(comfy):
     pack, _ = comfy
     model = load(pack)
