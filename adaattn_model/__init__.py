@@ -42,6 +42,7 @@ _EXPORTS = {
     "encode_style": "pipeline",
     "stylize_features": "pipeline",
     "decode_image": "pipeline",
+    "restore_detail": "detail",
     "load_encoder": "weights",
     "load_model": "weights",
     "WeightsError": "weights",

@@ -91,6 +91,8 @@ def test_rgba_content_keeps_its_alpha(models_dir, tmp_path):
         (["--content", "missing.png"], ["missing.png: no such file or folder"]),
         (["--content", __file__], ["test_cli.py: not an image file"]),
         (["--alpha", "2"], ["--alpha must be in [0, 1]"]),
+        (["--global-share", "1.5"], ["global_share must be in [0, 1]"]),
+        (["--detail", "-0.5"], ["detail must be in [0, 1]"]),
         (["-o", "result"], ["output file needs an image suffix"]),
         (["--style-weights", "1"], ["--style-weights needs --blend"]),
         (["--family", "official-video"], ["no official-video model weights"]),

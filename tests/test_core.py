@@ -307,6 +307,26 @@ def test_cli_api_and_node_give_the_same_pixels(comfy, release, files, attention,
     assert torch.equal(from_api, from_node)
 
 
+@pytest.mark.parametrize("share, detail", [(0.3, 0.9), (0.0, 0.0)])
+def test_cli_api_and_node_agree_on_global_share_and_detail(comfy, release, files, share, detail):  # noqa: F811
+    pack, _ = comfy
+    folder, content, style = files
+    out = folder / "cli.png"
+    assert main([str(a) for a in ["stylize", "--content", folder / "content.png", "--style", folder / "style.png",
+                                  "-o", out, "--encoder", release["out"] / "vgg_normalised.safetensors", "--model",
+                                  release["out"] / "adain_decoder.safetensors", "--global-share", share, "--detail",
+                                  detail, "--style-max-side", 0, "--device", "cpu", "--quiet"]]) == 0  # fmt: skip
+    loaded = load(pack)
+    from_node = run(pack, "AdaAttNStylize", model=loaded, content=as_image(content), style=as_image(style),
+                    style_max_side=0, global_share=share, detail=detail)  # fmt: skip
+    options = StylizeOptions(global_share=share, detail=detail)
+    from_api = pixels(stylize(loaded.model, loaded.stylizer.encoder, content, style, options=options))
+    assert torch.equal(pixels(load_image(out)[0]), from_api)
+    assert torch.equal(pixels(from_node.movedim(-1, 1)), from_api)
+    defaults = pixels(stylize(loaded.model, loaded.stylizer.encoder, content, style))
+    assert not torch.equal(defaults, from_api)  # the settings were not the defaults, and they took effect
+
+
 @pytest.mark.parametrize("color", ["none", "match"])
 def test_node_and_api_agree_with_a_mask(comfy, files, color):  # noqa: F811
     pack, _ = comfy
