@@ -24,6 +24,7 @@ from .common import (
     attention_budget,
     attention_spec,
     make_sampling,
+    model_default,
     run_in_chunks,
 )
 from .tensors import fit_mask, image_to_rgb, rgb_to_image
@@ -285,7 +286,8 @@ class AdaAttNDecode:
 
     def decode(self, model: LoadedModel, features, detail=MODEL_DEFAULT):
         features = check_content(features, model, "features")
-        amount = model.family.detail if detail < 0 else float(detail)
+        chosen = model_default(detail)
+        amount = model.family.detail if chosen is None else chosen
         if amount > 1:
             raise ValueError(f"detail must be in [0, 1] (or -1 for the model's own), got {detail}")
         device = host.load(model.patcher, activation_bytes(*features.encoded.size))

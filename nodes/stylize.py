@@ -61,8 +61,8 @@ TILE_SIZE_INPUT = (
 )  # fmt: skip
 
 
-def options_for(device, attention, temperature, sampling, sample_seed, strength, style_max_side=0,
-                color="none", tile_size=0, global_share=MODEL_DEFAULT, detail=MODEL_DEFAULT) -> StylizeOptions:  # fmt: skip
+def options_for(device, attention, temperature, sampling, sample_seed, strength, style_max_side=0, color="none",
+                tile_size=0, global_share=MODEL_DEFAULT, detail=MODEL_DEFAULT) -> StylizeOptions:  # fmt: skip
     """The widgets' values as the core's options (the attention resolved by the engine's one rule).
     ``tile_size`` 0 tiles only when the image needs more than half of the free GPU memory;
     ``global_share`` and ``detail`` -1 take the model's own."""

@@ -45,7 +45,8 @@ def test_one_attention_rule(family, kind, temperature, want):
     # a global share given wins over the family's, with any kind and temperature
     shared = replace(want, global_share=0.25)
     assert resolve_attention(default, kind, temperature, 0.25) == shared
-    assert StylizeOptions(attention=kind, temperature=temperature, global_share=0.25).spec_for(FAMILIES[family]) == shared
+    options = StylizeOptions(attention=kind, temperature=temperature, global_share=0.25)
+    assert options.spec_for(FAMILIES[family]) == shared
 
 
 def test_family_defaults_for_share_and_detail():

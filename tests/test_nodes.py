@@ -258,8 +258,8 @@ def test_composable_graph_equals_all_in_one_with_lites_share_and_detail(comfy):
     torch.testing.assert_close(composed, direct)
     plain = run(pack, "AdaAttNStylize", model=model, content=content, style=style, style_max_side=0,
                 global_share=0.0, detail=0.0)  # fmt: skip
-    no_detail = run(pack, "AdaAttNDecode", model=model, detail=0.0,
-                    features=run(pack, "AdaAttNAttention", model=model, content=c, style=s, global_share=0.0))  # fmt: skip
+    unshared = run(pack, "AdaAttNAttention", model=model, content=c, style=s, global_share=0.0)
+    no_detail = run(pack, "AdaAttNDecode", model=model, features=unshared, detail=0.0)
     torch.testing.assert_close(no_detail, plain)
     assert (plain - direct).abs().max() > 1e-2  # the defaults change the picture
     with pytest.raises(ValueError, match="detail must be in"):
