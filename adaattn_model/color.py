@@ -31,6 +31,11 @@ def ycbcr_to_rgb(image: Tensor) -> Tensor:
     return _apply(torch.linalg.inv(_RGB_TO_YCC), image)
 
 
+def luma(image: Tensor) -> Tensor:
+    """The Y of :func:`rgb_to_ycbcr` alone: [N,3,H,W] RGB -> [N,1,H,W]."""
+    return torch.einsum("j,njhw->nhw", _RGB_TO_YCC[0].to(image), image).unsqueeze(1)
+
+
 def preserve_luminance(stylised: Tensor, content: Tensor) -> Tensor:
     """Luma of ``stylised`` with the chroma of ``content`` (both [N,3,H,W] RGB, same size)."""
     if stylised.shape != content.shape:

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .color import luma
+
 # The blur that separates fine detail from the rest; 1 px keeps edges without the photo's
 # texture (1.5 px put back more texture, which read as less style; README, quality).
 DETAIL_SIGMA = 1.0
@@ -27,20 +29,12 @@ DETAIL_SIGMA = 1.0
 # were 3.5x slower than this at 2048 px wide); about 128 rows of a 1024-pixel-wide image.
 BAND_PIXELS = 2**17
 
-_LUMA = (0.299, 0.587, 0.114)  # BT.601, as colour.py
-
-
 def gaussian_kernel(sigma: float) -> Tensor:
     """A normalised 1-D Gaussian, radius ceil(3 sigma), float32."""
     radius = max(1, math.ceil(3 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
     g = torch.exp(-(x**2) / (2 * sigma**2))
     return g / g.sum()
-
-
-def _luma(rgb: Tensor) -> Tensor:
-    r, g, b = rgb.unbind(1)
-    return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(1)
 
 
 def restore_detail(
@@ -76,7 +70,7 @@ def restore_detail_(
     for top in range(0, height, band_rows):
         bottom = min(height, top + band_rows)
         lo, hi = max(0, top - radius), min(height, bottom + radius)
-        diff = _luma(content[..., lo:hi, :].to(image)) - _luma(image[..., lo:hi, :])
+        diff = luma(content[..., lo:hi, :].to(image)) - luma(image[..., lo:hi, :])
         # Mirrored rows only past the image's own top and bottom; elsewhere the halo is real rows.
         pad_top, pad_bottom = radius - (top - lo), bottom + radius - hi
         padded = F.pad(diff, (radius, radius, 0, 0), mode=mode)
