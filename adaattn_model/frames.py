@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .adaattn import LayerStatistics, StyleSource, apply_statistics, attention_statistics
-from .detail import restore_detail
+from .detail import restore_detail_
 from .encoding_cache import EncodingCache
 from .forecast import encode_units, stylize_units
 from .functional import calc_mean_std, crop_padding, padded_size
@@ -221,8 +221,8 @@ def stylize_frames(
                 norm = shared_normalization(feature, layer_state, stabilizer.shared_normalization, cuts)
             feats[layer] = apply_statistics(feature, stats, strength=options.alpha, normalization=norm)
         out = crop_padding(model.decode(feats, progress=progress), encoded.pads)
-        if detail:
-            out = restore_detail(out, frames[start:stop].to(out.device), detail)
+        if detail:  # in place on the decoder's own output (a float32 copy only when it ran in half precision)
+            out = restore_detail_(out.float(), frames[start:stop].to(out.device), detail)
         state.layers, state.cut = advanced.layers, advanced.cut
         yield out
         if callback is not None:

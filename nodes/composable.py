@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..adaattn_model.adaattn import StyleSource, adaattn_layer
-from ..adaattn_model.detail import restore_detail
+from ..adaattn_model.detail import restore_detail_
 from ..adaattn_model.features import ATTENTION_LAYERS, EncodedImage
 from ..adaattn_model.functional import batch_item
 from ..adaattn_model.images import resize_max_side
@@ -298,7 +298,7 @@ class AdaAttNDecode:
             layers = {layer: features.layer(layer)[start:stop].to(device) for layer in model.family.layers}
             rgb = decode_image(model.model, layers, features.encoded.take(slice(start, stop)))
             if amount and features.image is not None:  # the content's own detail, as the Stylize node does
-                rgb = restore_detail(rgb, features.image[start:stop].to(rgb.device), amount)
+                rgb = restore_detail_(rgb.float(), features.image[start:stop].to(rgb.device), amount)  # in place
             images.append(rgb_to_image(rgb, where, dtype))
 
         run_in_chunks(features.batch, 1, step)
