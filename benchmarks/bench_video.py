@@ -64,7 +64,7 @@ MODES = [
     Mode("**lite defaults + temporal smoothing 0.9 (default)**", LITE.attention, DEFAULT, detail=LITE.detail),
     Mode("per-frame AdaIN", None),
     Mode("per-frame softmax AdaAttN (dot product)", AttentionSpec("softmax")),
-    Mode("per-frame softmax AdaAttN (cosine logits, T=0.03; lite)", COS_SOFT),
+    Mode("per-frame softmax AdaAttN (cosine logits, T=0.03; lite as published)", COS_SOFT),
     Mode("per-frame cosine AdaAttN (1+cos, the paper's video attention)", AttentionSpec("cosine")),
     Mode("lite + temporal smoothing 0.9", COS_SOFT, DEFAULT),
     Mode("lite + temporal smoothing 0.95, threshold 2", COS_SOFT, Stabilizer(temporal_smoothing=0.95, change_threshold=2.0)),

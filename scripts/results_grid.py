@@ -34,7 +34,11 @@ def main() -> None:
     parser.add_argument("--family", default="lite")
     parser.add_argument("--size", type=int, default=384, help="content longer side")
     args = parser.parse_args()
-    found = scan_folder(args.models or default_models_dir())
+    folder = args.models or default_models_dir()
+    found = scan_folder(folder) if folder.is_dir() else {}
+    for kind in (ENCODER, args.family):
+        if kind not in found:
+            raise SystemExit(f"{folder}: no {kind} weights; run 'python -m adaattn_model fetch'")
     encoder, model = load_encoder(found[ENCODER][0]), load_model(found[args.family][0])
     options = StylizeOptions(style_max_side=512)
     grid = Image.new("RGB", (CELL[0] * (len(STYLES) + 1), CELL[1] * (len(CONTENTS) + 1)), "white")

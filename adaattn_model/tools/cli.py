@@ -67,8 +67,8 @@ def _add_stylize(sub) -> None:
                         "for cosine_softmax; the model's own without --attention)")  # fmt: skip
     g.add_argument("--sampling", choices=SAMPLING_MODES, default="exact",
                    help="exact: every style position (default); official: the reference's random subset")
-    add_look_arguments(g)
     g.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of official sampling (default {DEFAULT_SEED})")
+    add_look_arguments(g)
     g.add_argument("--blend", choices=("mix", "match"),
                    help="blend all styles into one result per content (default: one result per style)")
     g.add_argument("--style-weights", type=float, nargs="+", metavar="W", help="blend weights, one per style")
